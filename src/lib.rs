@@ -37,6 +37,7 @@
 //! Not implemented yet: the peer wire protocol, the engine, the reactor, trackers.
 
 pub mod bencode;
+pub mod bitfield;
 pub mod metainfo;
 pub mod rng;
 pub mod storage;
