@@ -21,6 +21,7 @@
 mod mem;
 mod mmap;
 pub mod resume;
+pub mod scan;
 mod sigbus;
 pub mod verify;
 

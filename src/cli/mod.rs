@@ -1,0 +1,122 @@
+//! The command-line front end: argument parsing, progress display, exit codes.
+//!
+//! Exit codes: 0 success; 1 the command ran but the answer is "no" (verify found bad or
+//! missing pieces); 2 an error (bad arguments, unreadable torrent, I/O failure).
+
+mod create;
+mod hashing;
+mod info;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// bitmill: a BitTorrent client and tracker.
+#[derive(Parser, Debug)]
+#[command(name = "bitmill", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a .torrent file from a file or a folder.
+    Create(create::CreateArgs),
+    /// Show what a .torrent file holds.
+    Info(info::InfoArgs),
+    /// Hash existing data against a .torrent and report good, bad and missing pieces.
+    Verify(verify::VerifyArgs),
+}
+
+/// Runs the command line; returns the process exit code.
+pub(crate) fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Create(a) => create::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Verify(a) => verify::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bitmill: {e}");
+            2
+        }
+    }
+}
+
+/// An error for the user: one line saying what went wrong.
+pub(crate) type CliResult = Result<i32, String>;
+
+/// Reads and parses a .torrent file, with the file name in any error.
+pub(crate) fn load_torrent(path: &std::path::Path) -> Result<bitmill::metainfo::Metainfo, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    bitmill::metainfo::Metainfo::from_bytes(&data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `1.50 GiB` style sizes.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// Parses a byte count: `262144`, `256K`, `256KiB`, `4M`, `1G` (binary units).
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("'{s}': unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Where resume records live by default: `$XDG_STATE_HOME/bitmill/resume`, else
+/// `~/.local/state/bitmill/resume`, else `.bitmill/resume`.
+pub(crate) fn default_resume_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
+    match base {
+        Some(b) => b.join("bitmill/resume"),
+        None => PathBuf::from(".bitmill/resume"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("262144"), Ok(262144));
+        assert_eq!(parse_size("256K"), Ok(262144));
+        assert_eq!(parse_size("256KiB"), Ok(262144));
+        assert_eq!(parse_size("4m"), Ok(4 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("1T").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
+    }
+}
