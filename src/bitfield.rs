@@ -12,7 +12,11 @@ pub struct Bitfield {
 impl Bitfield {
     /// An empty set of `len` bits.
     pub fn new(len: u32) -> Self {
-        Bitfield { bytes: vec![0; (len as usize).div_ceil(8)], len, ones: 0 }
+        Bitfield {
+            bytes: vec![0; (len as usize).div_ceil(8)],
+            len,
+            ones: 0,
+        }
     }
 
     /// A full set of `len` bits.
@@ -37,7 +41,11 @@ impl Bitfield {
             }
         }
         let ones = bytes.iter().map(|b| b.count_ones()).sum();
-        Some(Bitfield { bytes: bytes.to_vec(), len, ones })
+        Some(Bitfield {
+            bytes: bytes.to_vec(),
+            len,
+            ones,
+        })
     }
 
     /// Number of bits.
@@ -109,7 +117,10 @@ mod tests {
         b.clear(0);
         assert_eq!(b.ones().collect::<Vec<_>>(), vec![9]);
         assert_eq!(Bitfield::from_bytes(&[0x80, 0x40], 10).unwrap().count(), 2);
-        assert!(Bitfield::from_bytes(&[0x80, 0x20], 10).is_none(), "spare bit set");
+        assert!(
+            Bitfield::from_bytes(&[0x80, 0x20], 10).is_none(),
+            "spare bit set"
+        );
         assert!(Bitfield::from_bytes(&[0x80], 10).is_none(), "too short");
         assert!(Bitfield::from_bytes(&[0, 0, 0], 10).is_none(), "too long");
         assert!(Bitfield::full(10).is_full());

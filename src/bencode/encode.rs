@@ -45,7 +45,9 @@ impl OwnedValue {
             Kind::Bytes(b) => OwnedValue::Bytes(b.to_vec()),
             Kind::List(l) => OwnedValue::List(l.iter().map(OwnedValue::from_value).collect()),
             Kind::Dict(d) => OwnedValue::Dict(
-                d.iter().map(|(k, v)| (k.to_vec(), OwnedValue::from_value(v))).collect(),
+                d.iter()
+                    .map(|(k, v)| (k.to_vec(), OwnedValue::from_value(v)))
+                    .collect(),
             ),
         }
     }

@@ -98,7 +98,10 @@ impl<'a> Value<'a> {
 
     /// Looks up `key` if this is a dictionary.
     pub fn get(&self, key: &[u8]) -> Option<&Value<'a>> {
-        self.as_dict()?.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.as_dict()?
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     /// A short name of this value's type, for error messages.
@@ -202,7 +205,10 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_depth: DEFAULT_MAX_DEPTH, strict_key_order: false }
+        DecodeOptions {
+            max_depth: DEFAULT_MAX_DEPTH,
+            strict_key_order: false,
+        }
     }
 }
 
@@ -215,7 +221,10 @@ pub fn decode(input: &[u8]) -> Result<Value<'_>, DecodeError> {
 pub fn decode_with(input: &[u8], opts: DecodeOptions) -> Result<Value<'_>, DecodeError> {
     let (value, end) = decode_prefix_with(input, opts)?;
     if end != input.len() {
-        return Err(DecodeError { kind: ErrorKind::TrailingData, offset: end });
+        return Err(DecodeError {
+            kind: ErrorKind::TrailingData,
+            offset: end,
+        });
     }
     Ok(value)
 }
@@ -231,7 +240,11 @@ pub fn decode_prefix_with(
     input: &[u8],
     opts: DecodeOptions,
 ) -> Result<(Value<'_>, usize), DecodeError> {
-    let mut d = Decoder { input, pos: 0, opts };
+    let mut d = Decoder {
+        input,
+        pos: 0,
+        opts,
+    };
     let v = d.value(1)?;
     Ok((v, d.pos))
 }
@@ -284,7 +297,11 @@ impl<'a> Decoder<'a> {
             }
             other => return self.err(ErrorKind::UnexpectedByte(other), start),
         };
-        Ok(Value { raw: &self.input[start..self.pos], start, kind })
+        Ok(Value {
+            raw: &self.input[start..self.pos],
+            start,
+            kind,
+        })
     }
 
     fn dict(&mut self, depth: usize) -> Result<Kind<'a>, DecodeError> {
@@ -344,7 +361,10 @@ impl<'a> Decoder<'a> {
             if !b.is_ascii_digit() {
                 return self.err(ErrorKind::InvalidDigit(b), self.pos);
             }
-            magnitude = match magnitude.checked_mul(10).and_then(|m| m.checked_add(u64::from(b - b'0'))) {
+            magnitude = match magnitude
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(u64::from(b - b'0')))
+            {
                 Some(m) => m,
                 None => return self.err(ErrorKind::IntegerOverflow, start),
             };

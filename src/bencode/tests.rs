@@ -10,7 +10,11 @@ fn err(input: &[u8]) -> DecodeError {
 }
 
 fn rejects(input: &str, kind: ErrorKind, offset: usize) {
-    assert_eq!(err(input.as_bytes()), DecodeError { kind, offset }, "input {input:?}");
+    assert_eq!(
+        err(input.as_bytes()),
+        DecodeError { kind, offset },
+        "input {input:?}"
+    );
 }
 
 #[test]
@@ -32,8 +36,14 @@ fn decodes_each_type_with_spans() {
 
 #[test]
 fn integer_limits() {
-    assert_eq!(decode(b"i9223372036854775807e").unwrap().as_int(), Some(i64::MAX));
-    assert_eq!(decode(b"i-9223372036854775808e").unwrap().as_int(), Some(i64::MIN));
+    assert_eq!(
+        decode(b"i9223372036854775807e").unwrap().as_int(),
+        Some(i64::MAX)
+    );
+    assert_eq!(
+        decode(b"i-9223372036854775808e").unwrap().as_int(),
+        Some(i64::MIN)
+    );
     rejects("i9223372036854775808e", ErrorKind::IntegerOverflow, 1);
     rejects("i-9223372036854775809e", ErrorKind::IntegerOverflow, 1);
     rejects("i99999999999999999999999e", ErrorKind::IntegerOverflow, 1);
@@ -76,10 +86,16 @@ fn duplicate_keys_found_in_unsorted_dicts() {
 
 #[test]
 fn strict_key_order_is_optional() {
-    let strict = DecodeOptions { strict_key_order: true, ..Default::default() };
+    let strict = DecodeOptions {
+        strict_key_order: true,
+        ..Default::default()
+    };
     assert_eq!(
         decode_with(b"d1:bi1e1:ai2ee", strict).unwrap_err(),
-        DecodeError { kind: ErrorKind::UnsortedKeys, offset: 7 }
+        DecodeError {
+            kind: ErrorKind::UnsortedKeys,
+            offset: 7
+        }
     );
     assert!(decode_with(b"d1:ai1e1:bi2ee", strict).is_ok());
 }
@@ -92,10 +108,16 @@ fn depth_is_bounded() {
         s
     };
     assert!(decode(deep(DEFAULT_MAX_DEPTH).as_bytes()).is_ok());
-    assert_eq!(err(deep(DEFAULT_MAX_DEPTH + 1).as_bytes()).kind, ErrorKind::TooDeep);
+    assert_eq!(
+        err(deep(DEFAULT_MAX_DEPTH + 1).as_bytes()).kind,
+        ErrorKind::TooDeep
+    );
     // A hostile input a million levels deep fails fast instead of overflowing the stack.
     assert_eq!(err(deep(1_000_000).as_bytes()).kind, ErrorKind::TooDeep);
-    let opts = DecodeOptions { max_depth: 2, ..Default::default() };
+    let opts = DecodeOptions {
+        max_depth: 2,
+        ..Default::default()
+    };
     assert!(decode_with(b"lleee", opts).is_err());
     assert!(decode_with(b"llee", opts).is_ok());
 }
@@ -109,8 +131,14 @@ fn decode_prefix_leaves_the_rest() {
 
 #[test]
 fn error_messages_say_what_and_where() {
-    assert_eq!(err(b"i03e").to_string(), "bencode: number with a leading zero at byte 1");
-    assert_eq!(err(b"d1:a\x01").to_string(), "bencode: unexpected byte 0x01 at byte 4");
+    assert_eq!(
+        err(b"i03e").to_string(),
+        "bencode: number with a leading zero at byte 1"
+    );
+    assert_eq!(
+        err(b"d1:a\x01").to_string(),
+        "bencode: unexpected byte 0x01 at byte 4"
+    );
 }
 
 #[test]
@@ -150,7 +178,11 @@ fn random_owned(rng: &mut Rng, depth: u32) -> OwnedValue {
             _ => rng.next() as i64,
         }),
         1 => OwnedValue::Bytes((0..rng.below(20)).map(|_| rng.next() as u8).collect()),
-        2 => OwnedValue::List((0..rng.below(5)).map(|_| random_owned(rng, depth + 1)).collect()),
+        2 => OwnedValue::List(
+            (0..rng.below(5))
+                .map(|_| random_owned(rng, depth + 1))
+                .collect(),
+        ),
         _ => OwnedValue::Dict(
             (0..rng.below(5))
                 .map(|_| {
@@ -168,7 +200,10 @@ fn random_values_round_trip() {
     for _ in 0..5_000 {
         let v = random_owned(&mut rng, 0);
         let enc = v.encode();
-        let strict = DecodeOptions { strict_key_order: true, ..Default::default() };
+        let strict = DecodeOptions {
+            strict_key_order: true,
+            ..Default::default()
+        };
         let dec = decode_with(&enc, strict).unwrap();
         assert_eq!(dec.span(), 0..enc.len());
         assert_eq!(OwnedValue::from_value(&dec), v);
@@ -184,7 +219,9 @@ fn hostile_inputs_never_panic() {
     let alphabet = b"0123456789ilde:-x";
     for case in 0..20_000 {
         let input: Vec<u8> = if case % 2 == 0 {
-            (0..rng.below(64)).map(|_| alphabet[rng.below(alphabet.len() as u64) as usize]).collect()
+            (0..rng.below(64))
+                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                .collect()
         } else {
             let mut enc = random_owned(&mut rng, 0).encode();
             for _ in 0..=rng.below(3) {
@@ -219,7 +256,10 @@ fn truncations_are_errors() {
     for cut in 0..input.len() {
         let e = decode(&input[..cut]).unwrap_err();
         assert!(
-            matches!(e.kind, ErrorKind::UnexpectedEof | ErrorKind::LengthExceedsInput),
+            matches!(
+                e.kind,
+                ErrorKind::UnexpectedEof | ErrorKind::LengthExceedsInput
+            ),
             "cut {cut}: {e}"
         );
     }

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bitmill::metainfo::{auto_piece_length, Layout, Metainfo, TorrentBuilder, MAX_PIECE_LENGTH, MIN_PIECE_LENGTH};
+use bitmill::metainfo::{
+    auto_piece_length, Layout, Metainfo, TorrentBuilder, MAX_PIECE_LENGTH, MIN_PIECE_LENGTH,
+};
 use bitmill::storage::scan::scan;
 use bitmill::storage::FileSpec;
 use clap::Args;
@@ -52,7 +54,7 @@ pub(crate) struct CreateArgs {
     /// Hashing threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// No progress bar or summary.
+    /// No progress bar or summary (the info hash is still printed on stdout).
     #[arg(short, long)]
     quiet: bool,
 }
@@ -79,36 +81,63 @@ pub(crate) fn run(a: CreateArgs) -> CliResult {
     }
     let total = scan.total_length();
     if total == 0 {
-        return Err(format!("{}: nothing to share (no files, or only empty ones)", a.path.display()));
+        return Err(format!(
+            "{}: nothing to share (no files, or only empty ones)",
+            a.path.display()
+        ));
     }
     let piece_length = match &a.piece_length {
         Some(s) => piece_length(s)?,
         None => auto_piece_length(total),
     };
-    let output = a.output.clone().unwrap_or_else(|| PathBuf::from(format!("{}.torrent", scan.name)));
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", scan.name)));
     // Refuse to clobber before spending time hashing.
     if output.exists() && !a.force {
-        return Err(format!("{} exists (use --force to overwrite)", output.display()));
+        return Err(format!(
+            "{} exists (use --force to overwrite)",
+            output.display()
+        ));
     }
 
     let lengths: Vec<u64> = scan.files.iter().map(|f| f.length).collect();
     let layout = Layout::new(piece_length, &lengths).map_err(|e| e.to_string())?;
-    let specs: Vec<FileSpec> = scan.files.iter().map(|f| FileSpec { path: f.full_path.clone(), pad: false }).collect();
+    let specs: Vec<FileSpec> = scan
+        .files
+        .iter()
+        .map(|f| FileSpec {
+            path: f.full_path.clone(),
+            pad: false,
+        })
+        .collect();
     let pieces: Vec<_> = layout.pieces().collect();
     let bar = progress_bar(total, a.quiet, "hashing");
     let started = std::time::Instant::now();
-    let hashes = hash_pieces(&layout, &specs, &pieces, a.threads.unwrap_or_else(default_threads), &bar)
-        .map_err(|e| e.to_string())?;
+    let hashes = hash_pieces(
+        &layout,
+        &specs,
+        &pieces,
+        a.threads.unwrap_or_else(default_threads),
+        &bar,
+    )
+    .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let mut piece_bytes = Vec::with_capacity(pieces.len() * 20);
     for h in hashes {
         // A file that changed size while we hashed shows up here as unavailable data.
-        piece_bytes.extend_from_slice(&h.map_err(|e| format!("{e} (did a file change while hashing?)"))?);
+        piece_bytes
+            .extend_from_slice(&h.map_err(|e| format!("{e} (did a file change while hashing?)"))?);
     }
 
     let builder = TorrentBuilder {
         name: scan.name.clone(),
-        files: scan.files.iter().map(|f| (f.path.clone(), f.length)).collect(),
+        files: scan
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.length))
+            .collect(),
         single_file: scan.single_file,
         piece_length,
         pieces: piece_bytes,
@@ -121,12 +150,16 @@ pub(crate) fn run(a: CreateArgs) -> CliResult {
         creation_date: if a.no_date {
             None
         } else {
-            SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs() as i64)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64)
         },
     };
     let bytes = builder.encode();
     // Parse our own output: the same checks any client will apply.
-    let meta = Metainfo::from_bytes(&bytes).map_err(|e| format!("internal error, created torrent is invalid: {e}"))?;
+    let meta = Metainfo::from_bytes(&bytes)
+        .map_err(|e| format!("internal error, created torrent is invalid: {e}"))?;
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -134,7 +167,8 @@ pub(crate) fn run(a: CreateArgs) -> CliResult {
         .create_new(!a.force)
         .open(&output)
         .map_err(|e| format!("{}: {e}", output.display()))?;
-    f.write_all(&bytes).map_err(|e| format!("{}: {e}", output.display()))?;
+    f.write_all(&bytes)
+        .map_err(|e| format!("{}: {e}", output.display()))?;
     if !a.quiet {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
@@ -147,8 +181,9 @@ pub(crate) fn run(a: CreateArgs) -> CliResult {
             secs,
             human_bytes((total as f64 / secs.max(1e-9)) as u64),
         );
-        println!("{}", meta.info_hash);
     }
+    // The result, for scripts: the info hash on stdout, even with --quiet.
+    println!("{}", meta.info_hash);
     Ok(0)
 }
 

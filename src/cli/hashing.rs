@@ -52,9 +52,15 @@ pub(crate) fn hash_pieces(
     // Open all storages up front so an open error is reported once, before any work.
     let mut storages = Vec::with_capacity(threads);
     for _ in 0..threads {
-        storages.push(MmapStorage::open(layout.clone(), specs.to_vec(), OpenMode::ReadOnly, MmapOptions::default())?);
+        storages.push(MmapStorage::open(
+            layout.clone(),
+            specs.to_vec(),
+            OpenMode::ReadOnly,
+            MmapOptions::default(),
+        )?);
     }
-    let mut results: Vec<Option<Result<[u8; 20], StorageError>>> = (0..pieces.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<[u8; 20], StorageError>>> =
+        (0..pieces.len()).map(|_| None).collect();
     let main_thread = std::thread::current();
     std::thread::scope(|scope| {
         let handles: Vec<_> = storages

@@ -60,9 +60,23 @@ fn to_text(m: &Metainfo) -> String {
     // NOTE: writing to a String cannot fail; the results are ignored.
     let _ = writeln!(s, "name:          {}", m.info.name);
     let _ = writeln!(s, "info hash:     {}", m.info_hash);
-    let _ = writeln!(s, "size:          {} ({} bytes)", human_bytes(l.total_length()), l.total_length());
-    let _ = writeln!(s, "pieces:        {} x {}", l.num_pieces(), human_bytes(u64::from(l.piece_length())));
-    let _ = writeln!(s, "private:       {}", if m.info.private { "yes" } else { "no" });
+    let _ = writeln!(
+        s,
+        "size:          {} ({} bytes)",
+        human_bytes(l.total_length()),
+        l.total_length()
+    );
+    let _ = writeln!(
+        s,
+        "pieces:        {} x {}",
+        l.num_pieces(),
+        human_bytes(u64::from(l.piece_length()))
+    );
+    let _ = writeln!(
+        s,
+        "private:       {}",
+        if m.info.private { "yes" } else { "no" }
+    );
     if let Some(src) = &m.info.source {
         let _ = writeln!(s, "source:        {src}");
     }

@@ -85,7 +85,8 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(format!("'{s}': unknown unit (use K, M or G)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// Where resume records live by default: `$XDG_STATE_HOME/bitmill/resume`, else

@@ -64,7 +64,11 @@ pub(crate) fn run(a: VerifyArgs) -> CliResult {
     let content = resolve_content(info, &a.path);
     let content = std::fs::canonicalize(&content).unwrap_or(content);
     let specs = content_files(info, &content);
-    let record_path = a.resume_dir.clone().unwrap_or_else(default_resume_dir).join(format!("{}.resume", m.info_hash));
+    let record_path = a
+        .resume_dir
+        .clone()
+        .unwrap_or_else(default_resume_dir)
+        .join(format!("{}.resume", m.info_hash));
 
     // Stamps first: a file written while we hash then looks changed next time.
     let stamps = resume::stamps(&specs);
@@ -81,12 +85,21 @@ pub(crate) fn run(a: VerifyArgs) -> CliResult {
     };
     let plan = resume::plan(record.as_ref(), m.info_hash, &content, layout, &stamps);
     let to_check = plan.to_check;
-    let check_bytes: u64 = to_check.iter().map(|&p| u64::from(layout.piece_len(p))).sum();
+    let check_bytes: u64 = to_check
+        .iter()
+        .map(|&p| u64::from(layout.piece_len(p)))
+        .sum();
 
     let bar = progress_bar(check_bytes, a.quiet || a.json, "verifying");
     let started = std::time::Instant::now();
-    let results = hash_pieces(layout, &specs, &to_check, a.threads.unwrap_or_else(default_threads), &bar)
-        .map_err(|e| e.to_string())?;
+    let results = hash_pieces(
+        layout,
+        &specs,
+        &to_check,
+        a.threads.unwrap_or_else(default_threads),
+        &bar,
+    )
+    .map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
 
@@ -119,13 +132,21 @@ pub(crate) fn run(a: VerifyArgs) -> CliResult {
         }
     }
     // Pieces the record says we lack, in unchanged files: still missing.
-    report.missing.extend(layout.pieces().map(|p| p.get()).filter(|&p| !have.get(p) && !checked.get(p)));
+    report.missing.extend(
+        layout
+            .pieces()
+            .map(|p| p.get())
+            .filter(|&p| !have.get(p) && !checked.get(p)),
+    );
     report.sort();
 
     if !a.no_resume {
         let rec = ResumeRecord::new(m.info_hash, &content, have, stamps);
         if let Err(e) = resume::write_atomic(&record_path, &rec.encode()) {
-            eprintln!("warning: could not write resume record {}: {e}", record_path.display());
+            eprintln!(
+                "warning: could not write resume record {}: {e}",
+                record_path.display()
+            );
         }
     }
 
@@ -167,7 +188,11 @@ pub(crate) fn run(a: VerifyArgs) -> CliResult {
             println!("missing pieces: {}", ranges(&report.missing));
         }
     }
-    Ok(if report.complete() && first_error.is_none() { 0 } else { 1 })
+    Ok(if report.complete() && first_error.is_none() {
+        0
+    } else {
+        1
+    })
 }
 
 /// `1-3,7,9-10` from a sorted list.
@@ -179,7 +204,11 @@ fn ranges(v: &[u32]) -> String {
         while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
             j += 1;
         }
-        out.push(if i == j { v[i].to_string() } else { format!("{}-{}", v[i], v[j]) });
+        out.push(if i == j {
+            v[i].to_string()
+        } else {
+            format!("{}-{}", v[i], v[j])
+        });
         i = j + 1;
     }
     out.join(",")

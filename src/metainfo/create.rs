@@ -80,7 +80,10 @@ impl TorrentBuilder {
             info.insert(b"files".to_vec(), OwnedValue::List(files));
         }
         info.insert(b"name".to_vec(), OwnedValue::bytes(&self.name));
-        info.insert(b"piece length".to_vec(), OwnedValue::Int(i64::from(self.piece_length)));
+        info.insert(
+            b"piece length".to_vec(),
+            OwnedValue::Int(i64::from(self.piece_length)),
+        );
         info.insert(b"pieces".to_vec(), OwnedValue::bytes(&self.pieces));
         if self.private {
             info.insert(b"private".to_vec(), OwnedValue::Int(1));

@@ -149,7 +149,12 @@ impl Layout {
         }
         let num_pieces = offset.div_ceil(u64::from(piece_length));
         let num_pieces = u32::try_from(num_pieces).map_err(|_| LayoutError::TooManyPieces)?;
-        Ok(Layout { piece_length, total_length: offset, num_pieces, files })
+        Ok(Layout {
+            piece_length,
+            total_length: offset,
+            num_pieces,
+            files,
+        })
     }
 
     /// The nominal piece length (every piece but the last has it).
@@ -206,7 +211,11 @@ impl Layout {
             return None;
         }
         let end = offset.checked_add(len)?;
-        (end <= self.piece_len(p)).then_some(BlockRef { piece: p, offset, len })
+        (end <= self.piece_len(p)).then_some(BlockRef {
+            piece: p,
+            offset,
+            len,
+        })
     }
 
     /// The block at `(piece, offset, len)` given as raw numbers (as a peer sends them).
@@ -219,7 +228,11 @@ impl Layout {
         let plen = self.piece_len(p);
         (0..plen.div_ceil(BLOCK_LEN)).map(move |i| {
             let offset = i * BLOCK_LEN;
-            BlockRef { piece: p, offset, len: (plen - offset).min(BLOCK_LEN) }
+            BlockRef {
+                piece: p,
+                offset,
+                len: (plen - offset).min(BLOCK_LEN),
+            }
         })
     }
 
@@ -242,7 +255,13 @@ impl Layout {
         let start = range.start.min(end);
         // First file whose end is past `start` (empty files never are, unless at the end).
         let file = self.files.partition_point(|f| f.offset + f.length <= start);
-        Spans { files: &self.files, file, pos: start, start, end }
+        Spans {
+            files: &self.files,
+            file,
+            pos: start,
+            start,
+            end,
+        }
     }
 
     /// The file ranges holding a piece.
@@ -321,7 +340,10 @@ mod tests {
         assert!(l.piece(4).is_none());
         let blocks: Vec<_> = l.blocks(last).map(|b| (b.offset(), b.len())).collect();
         assert_eq!(blocks, vec![(0, 1696)]);
-        let first: Vec<_> = l.blocks(l.piece(0).unwrap()).map(|b| (b.offset(), b.len())).collect();
+        let first: Vec<_> = l
+            .blocks(l.piece(0).unwrap())
+            .map(|b| (b.offset(), b.len()))
+            .collect();
         assert_eq!(first, vec![(0, 16384), (16384, 16384)]);
         assert!(l.block(last, 0, 1697).is_none());
         assert!(l.block(last, 1, 1696).is_none());
@@ -340,8 +362,18 @@ mod tests {
         assert_eq!(
             p0,
             vec![
-                FileSpan { file: 1, file_offset: 0, len: 1, range_offset: 0 },
-                FileSpan { file: 2, file_offset: 0, len: 16383, range_offset: 1 },
+                FileSpan {
+                    file: 1,
+                    file_offset: 0,
+                    len: 1,
+                    range_offset: 0
+                },
+                FileSpan {
+                    file: 2,
+                    file_offset: 0,
+                    len: 16383,
+                    range_offset: 1
+                },
             ]
         );
         // Piece 2 holds the end of file 4 and the 1-byte file 5.
@@ -349,13 +381,26 @@ mod tests {
         assert_eq!(
             p2,
             vec![
-                FileSpan { file: 4, file_offset: 16384, len: 3616, range_offset: 0 },
-                FileSpan { file: 5, file_offset: 0, len: 1, range_offset: 3616 },
+                FileSpan {
+                    file: 4,
+                    file_offset: 16384,
+                    len: 3616,
+                    range_offset: 0
+                },
+                FileSpan {
+                    file: 5,
+                    file_offset: 0,
+                    len: 1,
+                    range_offset: 3616
+                },
             ]
         );
         // A block crossing from file 2 into file 4 (skipping empty file 3).
         let b = l.block(l.piece(0).unwrap(), 16380, 4).unwrap();
-        let spans: Vec<_> = l.block_spans(b).map(|s| (s.file, s.file_offset, s.len)).collect();
+        let spans: Vec<_> = l
+            .block_spans(b)
+            .map(|s| (s.file, s.file_offset, s.len))
+            .collect();
         assert_eq!(spans, vec![(2, 16379, 4)]);
         assert_eq!(l.file_pieces(0), 0..0);
         assert_eq!(l.file_pieces(3), 0..0);
@@ -369,7 +414,10 @@ mod tests {
         assert_eq!(Layout::new(0, &[1]), Err(LayoutError::ZeroPieceLength));
         assert_eq!(Layout::new(16384, &[]), Err(LayoutError::Empty));
         assert_eq!(Layout::new(16384, &[0, 0]), Err(LayoutError::Empty));
-        assert_eq!(Layout::new(16384, &[u64::MAX, 1]), Err(LayoutError::TooLarge));
+        assert_eq!(
+            Layout::new(16384, &[u64::MAX, 1]),
+            Err(LayoutError::TooLarge)
+        );
         assert_eq!(Layout::new(1, &[1 << 33]), Err(LayoutError::TooManyPieces));
     }
 

@@ -180,11 +180,17 @@ impl Metainfo {
     pub fn from_bytes(data: &[u8]) -> Result<Metainfo, MetainfoError> {
         let root = bencode::decode(data).map_err(MetainfoError::Bencode)?;
         if root.as_dict().is_none() {
-            return Err(MetainfoError::WrongType { key: "(top level)", expected: "dictionary" });
+            return Err(MetainfoError::WrongType {
+                key: "(top level)",
+                expected: "dictionary",
+            });
         }
         let info_v = root.get(b"info").ok_or(MetainfoError::Missing("info"))?;
         if info_v.as_dict().is_none() {
-            return Err(MetainfoError::WrongType { key: "info", expected: "dictionary" });
+            return Err(MetainfoError::WrongType {
+                key: "info",
+                expected: "dictionary",
+            });
         }
         let info_hash = InfoHash(Sha1::digest(info_v.raw).into());
         let mut warnings = Vec::new();
@@ -342,7 +348,9 @@ fn opt_string(dict: &Value<'_>, key: &str, warnings: &mut Vec<String>) -> Option
         Some(b) => match std::str::from_utf8(b) {
             Ok(s) => Some(s.to_owned()),
             Err(_) => {
-                warnings.push(format!("'{key}' is not UTF-8; shown with replacement characters"));
+                warnings.push(format!(
+                    "'{key}' is not UTF-8; shown with replacement characters"
+                ));
                 Some(String::from_utf8_lossy(b).into_owned())
             }
         },
@@ -381,7 +389,9 @@ pub fn check_component(raw: &[u8], warnings: &mut Vec<String>) -> Result<String,
         Ok(s) => Ok(s.to_owned()),
         Err(_) => {
             let s = String::from_utf8_lossy(raw).into_owned();
-            warnings.push(format!("path component {s:?} is not UTF-8; invalid bytes replaced"));
+            warnings.push(format!(
+                "path component {s:?} is not UTF-8; invalid bytes replaced"
+            ));
             if s.len() > MAX_COMPONENT_LEN {
                 return Err("path component longer than 255 bytes");
             }
@@ -391,7 +401,11 @@ pub fn check_component(raw: &[u8], warnings: &mut Vec<String>) -> Result<String,
 }
 
 fn unsafe_path(raw: &[&[u8]], reason: &'static str) -> MetainfoError {
-    let path = raw.iter().map(|c| String::from_utf8_lossy(c)).collect::<Vec<_>>().join("/");
+    let path = raw
+        .iter()
+        .map(|c| String::from_utf8_lossy(c))
+        .collect::<Vec<_>>()
+        .join("/");
     MetainfoError::UnsafePath { path, reason }
 }
 
@@ -406,23 +420,30 @@ fn utf8_variant<'v, 'a>(d: &'v Value<'a>, key: &str) -> Option<&'v Value<'a>> {
 
 fn parse_info(info: &Value<'_>, warnings: &mut Vec<String>) -> Result<Info, MetainfoError> {
     let name_v = utf8_variant(info, "name").ok_or(MetainfoError::Missing("name"))?;
-    let name_raw = name_v
-        .as_bytes()
-        .ok_or(MetainfoError::WrongType { key: "name", expected: "string" })?;
+    let name_raw = name_v.as_bytes().ok_or(MetainfoError::WrongType {
+        key: "name",
+        expected: "string",
+    })?;
     let name = check_component(name_raw, warnings).map_err(|r| unsafe_path(&[name_raw], r))?;
 
     let pl = info
         .get(b"piece length")
         .ok_or(MetainfoError::Missing("piece length"))?
         .as_int()
-        .ok_or(MetainfoError::WrongType { key: "piece length", expected: "integer" })?;
+        .ok_or(MetainfoError::WrongType {
+            key: "piece length",
+            expected: "integer",
+        })?;
     let piece_length = match u32::try_from(pl) {
         Ok(p) if p.is_power_of_two() && (MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&p) => p,
         _ => return Err(MetainfoError::BadPieceLength(pl)),
     };
 
     let pieces_raw = match info.get(b"pieces") {
-        Some(v) => v.as_bytes().ok_or(MetainfoError::WrongType { key: "pieces", expected: "string" })?,
+        Some(v) => v.as_bytes().ok_or(MetainfoError::WrongType {
+            key: "pieces",
+            expected: "string",
+        })?,
         None => {
             return Err(if info.get(b"file tree").is_some() {
                 MetainfoError::V2Only
@@ -449,10 +470,22 @@ fn parse_info(info: &Value<'_>, warnings: &mut Vec<String>) -> Result<Info, Meta
 
     let (single_file, files) = match (info.get(b"length"), info.get(b"files")) {
         (Some(len), None) => {
-            let l = len.as_int().ok_or(MetainfoError::WrongType { key: "length", expected: "integer" })?;
-            let length = u64::try_from(l).map_err(|_| MetainfoError::NegativeLength(name.clone()))?;
+            let l = len.as_int().ok_or(MetainfoError::WrongType {
+                key: "length",
+                expected: "integer",
+            })?;
+            let length =
+                u64::try_from(l).map_err(|_| MetainfoError::NegativeLength(name.clone()))?;
             let pad = is_pad(info);
-            (true, vec![FileEntry { path: vec![name.clone()], length, offset: 0, pad }])
+            (
+                true,
+                vec![FileEntry {
+                    path: vec![name.clone()],
+                    length,
+                    offset: 0,
+                    pad,
+                }],
+            )
         }
         (None, Some(files)) => (false, parse_files(files, warnings)?),
         _ => return Err(MetainfoError::LengthAndFiles),
@@ -478,32 +511,60 @@ fn parse_info(info: &Value<'_>, warnings: &mut Vec<String>) -> Result<Info, Meta
     let files = files
         .into_iter()
         .zip(layout.files())
-        .map(|(f, ext)| FileEntry { offset: ext.offset, ..f })
+        .map(|(f, ext)| FileEntry {
+            offset: ext.offset,
+            ..f
+        })
         .collect();
-    Ok(Info { name, pieces, files, private, single_file, source, layout })
+    Ok(Info {
+        name,
+        pieces,
+        files,
+        private,
+        single_file,
+        source,
+        layout,
+    })
 }
 
 fn is_pad(d: &Value<'_>) -> bool {
-    d.get(b"attr").and_then(Value::as_bytes).is_some_and(|a| a.contains(&b'p'))
+    d.get(b"attr")
+        .and_then(Value::as_bytes)
+        .is_some_and(|a| a.contains(&b'p'))
 }
 
-fn parse_files(files: &Value<'_>, warnings: &mut Vec<String>) -> Result<Vec<FileEntry>, MetainfoError> {
-    let list = files.as_list().ok_or(MetainfoError::WrongType { key: "files", expected: "list" })?;
+fn parse_files(
+    files: &Value<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<FileEntry>, MetainfoError> {
+    let list = files.as_list().ok_or(MetainfoError::WrongType {
+        key: "files",
+        expected: "list",
+    })?;
     if list.is_empty() {
         return Err(MetainfoError::NoFiles);
     }
     let mut out = Vec::with_capacity(list.len());
     for f in list {
         if f.as_dict().is_none() {
-            return Err(MetainfoError::WrongType { key: "files", expected: "list of dictionaries" });
+            return Err(MetainfoError::WrongType {
+                key: "files",
+                expected: "list of dictionaries",
+            });
         }
         let path_v = utf8_variant(f, "path").ok_or(MetainfoError::Missing("path"))?;
-        let comps = path_v
-            .as_list()
-            .ok_or(MetainfoError::WrongType { key: "path", expected: "list of strings" })?;
+        let comps = path_v.as_list().ok_or(MetainfoError::WrongType {
+            key: "path",
+            expected: "list of strings",
+        })?;
         let raw: Vec<&[u8]> = comps
             .iter()
-            .map(|c| c.as_bytes().ok_or(MetainfoError::WrongType { key: "path", expected: "list of strings" }))
+            .map(|c| {
+                c.as_bytes().ok_or(MetainfoError::WrongType {
+                    key: "path",
+                    expected: "list of strings",
+                })
+            })
             .collect::<Result<_, _>>()?;
         if raw.is_empty() {
             return Err(unsafe_path(&raw, "empty path"));
@@ -516,9 +577,17 @@ fn parse_files(files: &Value<'_>, warnings: &mut Vec<String>) -> Result<Vec<File
             .get(b"length")
             .ok_or(MetainfoError::Missing("length"))?
             .as_int()
-            .ok_or(MetainfoError::WrongType { key: "length", expected: "integer" })?;
+            .ok_or(MetainfoError::WrongType {
+                key: "length",
+                expected: "integer",
+            })?;
         let length = u64::try_from(l).map_err(|_| MetainfoError::NegativeLength(path.join("/")))?;
-        out.push(FileEntry { path, length, offset: 0, pad: is_pad(f) });
+        out.push(FileEntry {
+            path,
+            length,
+            offset: 0,
+            pad: is_pad(f),
+        });
     }
     check_duplicates(&out)?;
     Ok(out)
@@ -527,7 +596,11 @@ fn parse_files(files: &Value<'_>, warnings: &mut Vec<String>) -> Result<Vec<File
 /// Refuses two real (non-padding) files with the same path, and a file whose path is a
 /// prefix folder of another file's path (it could not be both a file and a folder).
 fn check_duplicates(files: &[FileEntry]) -> Result<(), MetainfoError> {
-    let mut paths: Vec<&[String]> = files.iter().filter(|f| !f.pad).map(|f| &f.path[..]).collect();
+    let mut paths: Vec<&[String]> = files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| &f.path[..])
+        .collect();
     paths.sort_unstable();
     for w in paths.windows(2) {
         // After sorting, a path that is a prefix of another sorts right before its first

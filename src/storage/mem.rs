@@ -47,7 +47,10 @@ impl Storage for MemStorage {
 
     fn write_block(&mut self, block: BlockRef, data: &[u8]) -> Result<(), StorageError> {
         if data.len() != block.len() as usize {
-            return Err(StorageError::WrongLength { expected: block.len(), got: data.len() });
+            return Err(StorageError::WrongLength {
+                expected: block.len(),
+                got: data.len(),
+            });
         }
         let r = self.range(self.layout.block_range(block));
         self.data[r].copy_from_slice(data);

@@ -89,7 +89,8 @@ impl AsRef<[u8]> for MapOwner {
 
 impl Drop for MapOwner {
     fn drop(&mut self) {
-        self.live.fetch_sub(self.map.len() as u64, Ordering::Relaxed);
+        self.live
+            .fetch_sub(self.map.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -144,7 +145,10 @@ impl MmapStorage {
             return Err(StorageError::io(
                 files.first().map_or(std::path::Path::new("."), |f| &f.path),
                 "open",
-                io::Error::new(io::ErrorKind::InvalidInput, "file list does not match the torrent"),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "file list does not match the torrent",
+                ),
             ));
         }
         let page = page_size();
@@ -152,7 +156,14 @@ impl MmapStorage {
         let mut states = Vec::with_capacity(files.len());
         for (spec, ext) in files.into_iter().zip(layout.files()) {
             let need = ext.length;
-            let mut st = FileState { spec, need, file: None, disk_len: None, truncated: false, dirty: false };
+            let mut st = FileState {
+                spec,
+                need,
+                file: None,
+                disk_len: None,
+                truncated: false,
+                dirty: false,
+            };
             if !st.spec.pad {
                 match mode {
                     OpenMode::ReadWrite => open_rw(&mut st)?,
@@ -255,11 +266,17 @@ impl MmapStorage {
     fn check_available(&self, file: usize, off: u64, len: u64) -> Result<(), StorageError> {
         let st = &self.files[file];
         if st.truncated {
-            return Err(StorageError::Truncated { path: st.spec.path.clone() });
+            return Err(StorageError::Truncated {
+                path: st.spec.path.clone(),
+            });
         }
         match st.disk_len {
             Some(d) if off + len <= d => Ok(()),
-            have => Err(StorageError::Unavailable { path: st.spec.path.clone(), have, need: st.need }),
+            have => Err(StorageError::Unavailable {
+                path: st.spec.path.clone(),
+                have,
+                need: st.need,
+            }),
         }
     }
 
@@ -275,7 +292,10 @@ impl MmapStorage {
             return Err(StorageError::io(
                 &self.files[file].spec.path,
                 "map",
-                io::Error::new(io::ErrorKind::InvalidInput, "range crosses a mapping window"),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "range crosses a mapping window",
+                ),
             ));
         }
         Ok(bytes.slice(start..start + len as usize))
@@ -286,7 +306,11 @@ impl MmapStorage {
     fn window_for(&mut self, file: usize, off: u64) -> Result<usize, StorageError> {
         self.tick += 1;
         let index = off / self.window;
-        if let Some(i) = self.windows.iter().position(|w| w.file == file && w.index == index) {
+        if let Some(i) = self
+            .windows
+            .iter()
+            .position(|w| w.file == file && w.index == index)
+        {
             self.windows[i].last_use = self.tick;
             return Ok(i);
         }
@@ -295,7 +319,11 @@ impl MmapStorage {
         let limit = st.need.min(st.disk_len.unwrap_or(0));
         let len = (self.window + u64::from(MAX_BLOCK_LEN)).min(limit.saturating_sub(base));
         let Some(f) = st.file.as_ref() else {
-            return Err(StorageError::Unavailable { path: st.spec.path.clone(), have: None, need: st.need });
+            return Err(StorageError::Unavailable {
+                path: st.spec.path.clone(),
+                have: None,
+                need: st.need,
+            });
         };
         while self.cached + len > self.max_mapped && !self.windows.is_empty() {
             let lru = self
@@ -311,12 +339,26 @@ impl MmapStorage {
         // SAFETY: the mapping is read-only and shared. Other processes may change the file
         // under it; every byte read from it is treated as untrusted (pieces are hashed before
         // they count), and reads past a truncated end are caught by `sigbus::guarded`.
-        let map = unsafe { memmap2::MmapOptions::new().offset(base).len(len as usize).map(f) }
-            .map_err(|e| StorageError::io(&st.spec.path, "mmap", e))?;
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(base)
+                .len(len as usize)
+                .map(f)
+        }
+        .map_err(|e| StorageError::io(&st.spec.path, "mmap", e))?;
         self.live.fetch_add(map.len() as u64, Ordering::Relaxed);
-        let bytes = Bytes::from_owner(MapOwner { map, live: Arc::clone(&self.live) });
+        let bytes = Bytes::from_owner(MapOwner {
+            map,
+            live: Arc::clone(&self.live),
+        });
         self.cached += len;
-        self.windows.push(Window { file, index, base, bytes, last_use: self.tick });
+        self.windows.push(Window {
+            file,
+            index,
+            base,
+            bytes,
+            last_use: self.tick,
+        });
         Ok(self.windows.len() - 1)
     }
 
@@ -359,10 +401,14 @@ fn open_rw(st: &mut FileState) -> Result<(), StorageError> {
         .truncate(false)
         .open(path)
         .map_err(|e| StorageError::io(path, "open", e))?;
-    let len = f.metadata().map_err(|e| StorageError::io(path, "stat", e))?.len();
+    let len = f
+        .metadata()
+        .map_err(|e| StorageError::io(path, "stat", e))?
+        .len();
     if len < st.need {
         // Sparse: no zeros are written, the file system allocates blocks as data arrives.
-        f.set_len(st.need).map_err(|e| StorageError::io(path, "extend", e))?;
+        f.set_len(st.need)
+            .map_err(|e| StorageError::io(path, "extend", e))?;
     }
     st.disk_len = Some(len.max(st.need));
     st.file = Some(f);
@@ -373,7 +419,9 @@ fn open_ro(st: &mut FileState) -> Result<(), StorageError> {
     let path = &st.spec.path;
     match File::open(path) {
         Ok(f) => {
-            let md = f.metadata().map_err(|e| StorageError::io(path, "stat", e))?;
+            let md = f
+                .metadata()
+                .map_err(|e| StorageError::io(path, "stat", e))?;
             if md.is_file() {
                 st.disk_len = Some(md.len());
                 st.file = Some(f);
@@ -440,7 +488,10 @@ impl Storage for MmapStorage {
             return Err(StorageError::ReadOnly);
         }
         if data.len() != block.len() as usize {
-            return Err(StorageError::WrongLength { expected: block.len(), got: data.len() });
+            return Err(StorageError::WrongLength {
+                expected: block.len(),
+                got: data.len(),
+            });
         }
         for s in self.layout.block_spans(block) {
             let st = &mut self.files[s.file];
@@ -448,10 +499,15 @@ impl Storage for MmapStorage {
                 continue;
             }
             let Some(f) = st.file.as_ref() else {
-                return Err(StorageError::Unavailable { path: st.spec.path.clone(), have: None, need: st.need });
+                return Err(StorageError::Unavailable {
+                    path: st.spec.path.clone(),
+                    have: None,
+                    need: st.need,
+                });
             };
             let part = &data[s.range_offset as usize..(s.range_offset + s.len) as usize];
-            f.write_all_at(part, s.file_offset).map_err(|e| StorageError::io(&st.spec.path, "write", e))?;
+            f.write_all_at(part, s.file_offset)
+                .map_err(|e| StorageError::io(&st.spec.path, "write", e))?;
             st.dirty = true;
             let end = s.file_offset + s.len;
             st.disk_len = Some(st.disk_len.map_or(end, |d| d.max(end)));
@@ -481,7 +537,8 @@ impl Storage for MmapStorage {
         for st in &mut self.files {
             if st.dirty {
                 if let Some(f) = &st.file {
-                    f.sync_data().map_err(|e| StorageError::io(&st.spec.path, "sync", e))?;
+                    f.sync_data()
+                        .map_err(|e| StorageError::io(&st.spec.path, "sync", e))?;
                 }
                 st.dirty = false;
             }

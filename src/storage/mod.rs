@@ -126,18 +126,41 @@ impl fmt::Display for StorageError {
             StorageError::Io { path, op, source } => {
                 write!(f, "{op} {}: {source}", path.display())
             }
-            StorageError::Unavailable { path, have: None, need } => {
-                write!(f, "{} is missing (the torrent needs {need} bytes)", path.display())
+            StorageError::Unavailable {
+                path,
+                have: None,
+                need,
+            } => {
+                write!(
+                    f,
+                    "{} is missing (the torrent needs {need} bytes)",
+                    path.display()
+                )
             }
-            StorageError::Unavailable { path, have: Some(h), need } => {
-                write!(f, "{} is {h} bytes, shorter than the {need} the torrent needs", path.display())
+            StorageError::Unavailable {
+                path,
+                have: Some(h),
+                need,
+            } => {
+                write!(
+                    f,
+                    "{} is {h} bytes, shorter than the {need} the torrent needs",
+                    path.display()
+                )
             }
             StorageError::Truncated { path } => {
-                write!(f, "{} was truncated or removed while in use", path.display())
+                write!(
+                    f,
+                    "{} was truncated or removed while in use",
+                    path.display()
+                )
             }
             StorageError::ReadOnly => write!(f, "storage is open read-only"),
             StorageError::WrongLength { expected, got } => {
-                write!(f, "block of {expected} bytes written with {got} bytes of data")
+                write!(
+                    f,
+                    "block of {expected} bytes written with {got} bytes of data"
+                )
             }
         }
     }
@@ -154,7 +177,11 @@ impl std::error::Error for StorageError {
 
 impl StorageError {
     pub(crate) fn io(path: &Path, op: &'static str, source: io::Error) -> Self {
-        StorageError::Io { path: path.to_path_buf(), op, source }
+        StorageError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
     }
 }
 

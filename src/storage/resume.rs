@@ -52,7 +52,11 @@ pub fn stamps(files: &[FileSpec]) -> Vec<Option<FileStamp>> {
                 return None;
             }
             let m = fs::metadata(&f.path).ok()?;
-            m.is_file().then(|| FileStamp { length: m.len(), mtime_s: m.mtime(), mtime_ns: m.mtime_nsec() })
+            m.is_file().then(|| FileStamp {
+                length: m.len(),
+                mtime_s: m.mtime(),
+                mtime_ns: m.mtime_nsec(),
+            })
         })
         .collect()
 }
@@ -84,8 +88,18 @@ impl std::error::Error for ResumeError {}
 
 impl ResumeRecord {
     /// A record for `content` (stored as its bytes).
-    pub fn new(info_hash: InfoHash, content: &Path, have: Bitfield, files: Vec<Option<FileStamp>>) -> Self {
-        ResumeRecord { info_hash, content: content.as_os_str().as_bytes().to_vec(), have, files }
+    pub fn new(
+        info_hash: InfoHash,
+        content: &Path,
+        have: Bitfield,
+        files: Vec<Option<FileStamp>>,
+    ) -> Self {
+        ResumeRecord {
+            info_hash,
+            content: content.as_os_str().as_bytes().to_vec(),
+            have,
+            files,
+        }
     }
 
     /// Bencoded form.
@@ -119,12 +133,29 @@ impl ResumeRecord {
         if v.get(b"bitmill resume").and_then(|x| x.as_int()) != Some(1) {
             return Err(bad("not a bitmill resume record (version 1)"));
         }
-        let ih = v.get(b"info-hash").and_then(|x| x.as_bytes()).ok_or_else(|| bad("no info-hash"))?;
-        let info_hash = InfoHash(ih.try_into().map_err(|_| bad("info-hash is not 20 bytes"))?);
-        let content = v.get(b"content").and_then(|x| x.as_bytes()).ok_or_else(|| bad("no content"))?.to_vec();
-        let pieces = v.get(b"pieces").and_then(|x| x.as_bytes()).ok_or_else(|| bad("no pieces"))?;
-        let have = Bitfield::from_bytes(pieces, num_pieces).ok_or_else(|| bad("pieces bitfield has the wrong size"))?;
-        let list = v.get(b"files").and_then(|x| x.as_list()).ok_or_else(|| bad("no files"))?;
+        let ih = v
+            .get(b"info-hash")
+            .and_then(|x| x.as_bytes())
+            .ok_or_else(|| bad("no info-hash"))?;
+        let info_hash = InfoHash(
+            ih.try_into()
+                .map_err(|_| bad("info-hash is not 20 bytes"))?,
+        );
+        let content = v
+            .get(b"content")
+            .and_then(|x| x.as_bytes())
+            .ok_or_else(|| bad("no content"))?
+            .to_vec();
+        let pieces = v
+            .get(b"pieces")
+            .and_then(|x| x.as_bytes())
+            .ok_or_else(|| bad("no pieces"))?;
+        let have = Bitfield::from_bytes(pieces, num_pieces)
+            .ok_or_else(|| bad("pieces bitfield has the wrong size"))?;
+        let list = v
+            .get(b"files")
+            .and_then(|x| x.as_list())
+            .ok_or_else(|| bad("no files"))?;
         if list.len() != num_files {
             return Err(bad("wrong number of files"));
         }
@@ -138,12 +169,21 @@ impl ResumeRecord {
                         return Err(bad("file entry holds a non-integer"));
                     };
                     let length = u64::try_from(l).map_err(|_| bad("negative file length"))?;
-                    Some(FileStamp { length, mtime_s: s, mtime_ns: n })
+                    Some(FileStamp {
+                        length,
+                        mtime_s: s,
+                        mtime_ns: n,
+                    })
                 }
                 _ => return Err(bad("file entry has the wrong shape")),
             });
         }
-        Ok(ResumeRecord { info_hash, content, have, files })
+        Ok(ResumeRecord {
+            info_hash,
+            content,
+            have,
+            files,
+        })
     }
 }
 
@@ -173,7 +213,10 @@ pub fn plan(
             && r.files.len() == current.len()
     });
     let Some(r) = usable else {
-        return ResumePlan { trusted: Bitfield::new(n), to_check: layout.pieces().collect() };
+        return ResumePlan {
+            trusted: Bitfield::new(n),
+            to_check: layout.pieces().collect(),
+        };
     };
     let unchanged: Vec<bool> = r.files.iter().zip(current).map(|(a, b)| a == b).collect();
     let mut trusted = Bitfield::new(n);
@@ -191,7 +234,11 @@ pub fn plan(
 }
 
 /// Reads a record file; `Ok(None)` when there is none.
-pub fn load(path: &Path, num_pieces: u32, num_files: usize) -> Result<Option<ResumeRecord>, ResumeError> {
+pub fn load(
+    path: &Path,
+    num_pieces: u32,
+    num_files: usize,
+) -> Result<Option<ResumeRecord>, ResumeError> {
     match fs::read(path) {
         Ok(data) => ResumeRecord::decode(&data, num_pieces, num_files).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -201,7 +248,10 @@ pub fn load(path: &Path, num_pieces: u32, num_files: usize) -> Result<Option<Res
 
 /// Writes `data` to `path` atomically: a crash leaves the old file or the new one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp{}", std::process::id()));

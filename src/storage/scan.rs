@@ -47,10 +47,12 @@ impl Scan {
 }
 
 fn name_of(path: &Path, warnings: &mut Vec<String>) -> io::Result<String> {
-    let raw = path.file_name().ok_or_else(|| io::Error::other(format!("{} has no name", path.display())))?;
-    let bytes = raw.to_str().ok_or_else(|| {
-        io::Error::other(format!("{}: file name is not UTF-8", path.display()))
-    })?;
+    let raw = path
+        .file_name()
+        .ok_or_else(|| io::Error::other(format!("{} has no name", path.display())))?;
+    let bytes = raw
+        .to_str()
+        .ok_or_else(|| io::Error::other(format!("{}: file name is not UTF-8", path.display())))?;
     check_component(bytes.as_bytes(), warnings)
         .map_err(|why| io::Error::other(format!("{}: {why}", path.display())))
 }
@@ -62,17 +64,34 @@ pub fn scan(path: &Path) -> io::Result<Scan> {
     let name = name_of(&abs, &mut warnings)?;
     let md = fs::metadata(&abs)?;
     if md.is_file() {
-        let files = vec![ScannedFile { path: vec![name.clone()], full_path: abs, length: md.len() }];
-        return Ok(Scan { name, single_file: true, files, warnings });
+        let files = vec![ScannedFile {
+            path: vec![name.clone()],
+            full_path: abs,
+            length: md.len(),
+        }];
+        return Ok(Scan {
+            name,
+            single_file: true,
+            files,
+            warnings,
+        });
     }
     if !md.is_dir() {
-        return Err(io::Error::other(format!("{} is neither a file nor a folder", path.display())));
+        return Err(io::Error::other(format!(
+            "{} is neither a file nor a folder",
+            path.display()
+        )));
     }
     let mut files = Vec::new();
     let mut seen = HashSet::new();
     walk(&abs, &mut Vec::new(), &mut files, &mut seen, &mut warnings)?;
     files.sort_by(|a, b| a.path.join("/").cmp(&b.path.join("/")));
-    Ok(Scan { name, single_file: false, files, warnings })
+    Ok(Scan {
+        name,
+        single_file: false,
+        files,
+        warnings,
+    })
 }
 
 fn walk(
@@ -85,7 +104,10 @@ fn walk(
     let md = fs::metadata(dir)?;
     let id = (md.dev(), md.ino());
     if !seen.insert(id) {
-        warnings.push(format!("{}: link loop (folder inside itself); skipped", dir.display()));
+        warnings.push(format!(
+            "{}: link loop (folder inside itself); skipped",
+            dir.display()
+        ));
         return Ok(());
     }
     for entry in fs::read_dir(dir)? {
@@ -103,7 +125,11 @@ fn walk(
         if md.is_dir() {
             walk(&full, rel, out, seen, warnings)?;
         } else if md.is_file() {
-            out.push(ScannedFile { path: rel.clone(), full_path: full, length: md.len() });
+            out.push(ScannedFile {
+                path: rel.clone(),
+                full_path: full,
+                length: md.len(),
+            });
         } else {
             warnings.push(format!("{}: not a regular file; skipped", full.display()));
         }
