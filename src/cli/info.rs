@@ -6,7 +6,7 @@ use bitmill::metainfo::Metainfo;
 use clap::Args;
 use serde_json::json;
 
-use super::{human_bytes, load_torrent, CliResult};
+use super::{human_bytes, load_torrent, utc_date, CliResult};
 
 #[derive(Args, Debug)]
 pub(crate) struct InfoArgs {
@@ -84,7 +84,7 @@ fn to_text(m: &Metainfo) -> String {
         let _ = writeln!(s, "created by:    {c}");
     }
     if let Some(d) = m.creation_date {
-        let _ = writeln!(s, "creation date: {d} (unix time)");
+        let _ = writeln!(s, "creation date: {}", utc_date(d));
     }
     if let Some(c) = &m.comment {
         let _ = writeln!(s, "comment:       {c}");
