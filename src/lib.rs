@@ -38,6 +38,8 @@
 
 pub mod bencode;
 pub mod bitfield;
+pub mod engine;
 pub mod metainfo;
 pub mod rng;
 pub mod storage;
+pub mod wire;

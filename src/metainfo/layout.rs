@@ -37,6 +37,12 @@ impl PieceIndex {
     pub fn idx(self) -> usize {
         self.0 as usize
     }
+
+    /// For crate code that derives `i` from a layout (a bitfield of `num_pieces` bits, a
+    /// vector with one entry per piece): the caller guarantees `i < num_pieces`.
+    pub(crate) fn new_unchecked(i: u32) -> Self {
+        PieceIndex(i)
+    }
 }
 
 impl fmt::Display for PieceIndex {
@@ -67,6 +73,12 @@ impl BlockRef {
     /// Length of the block in bytes (never zero).
     pub fn len(self) -> u32 {
         self.len
+    }
+
+    /// For crate code that derives the block from the layout's own geometry: the caller
+    /// guarantees it lies inside the piece.
+    pub(crate) fn new_unchecked(piece: PieceIndex, offset: u32, len: u32) -> Self {
+        BlockRef { piece, offset, len }
     }
 
     /// Always false: blocks are never empty. Present for API symmetry with `len`.
