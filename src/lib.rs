@@ -40,6 +40,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod engine;
 pub mod metainfo;
+pub mod net;
 pub mod rng;
 pub mod storage;
 pub mod wire;

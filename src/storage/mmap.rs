@@ -533,6 +533,18 @@ impl Storage for MmapStorage {
         Ok(h.finalize().into())
     }
 
+    fn is_resident(&mut self, block: BlockRef) -> bool {
+        MmapStorage::is_resident(self, block)
+    }
+
+    fn prefetch(&mut self, block: BlockRef) {
+        MmapStorage::prefetch(self, block)
+    }
+
+    fn recheck(&mut self) -> Result<(), StorageError> {
+        self.recheck_files()
+    }
+
     fn flush(&mut self) -> Result<(), StorageError> {
         for st in &mut self.files {
             if st.dirty {

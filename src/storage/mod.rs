@@ -52,6 +52,21 @@ pub trait Storage {
 
     /// Makes written data durable.
     fn flush(&mut self) -> Result<(), StorageError>;
+
+    /// Whether reading the block now would not wait for the disk (its pages are in memory).
+    /// The reactor thread must never block on a page fault: a block that is not resident is
+    /// [`Storage::prefetch`]ed and sent on a later tick.
+    fn is_resident(&mut self, _block: BlockRef) -> bool {
+        true
+    }
+
+    /// Starts reading a block's pages in the background.
+    fn prefetch(&mut self, _block: BlockRef) {}
+
+    /// Re-checks that the files are still there at their sizes (call on a timer).
+    fn recheck(&mut self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// One file of a torrent on disk.

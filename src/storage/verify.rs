@@ -28,8 +28,8 @@ pub enum Verdict {
 
 /// Hashes one piece and compares it with the torrent. Missing data is a verdict, not an
 /// error; I/O errors and truncation under a mapping are errors.
-pub fn check_piece(
-    storage: &mut impl Storage,
+pub fn check_piece<S: Storage + ?Sized>(
+    storage: &mut S,
     info: &Info,
     piece: PieceIndex,
 ) -> Result<Verdict, StorageError> {
