@@ -7,7 +7,7 @@ use bitmill::engine::PeerKey;
 use bitmill::rng::Rng;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn bench(c: &mut Criterion) {
     // 500 peers connected over the last two hours (so a few are "new"), half of them
