@@ -4,8 +4,11 @@
 //! missing pieces); 2 an error (bad arguments, unreadable torrent, I/O failure).
 
 mod create;
+mod download;
 mod hashing;
 mod info;
+mod seed;
+mod session;
 mod verify;
 
 use std::path::PathBuf;
@@ -28,6 +31,10 @@ enum Command {
     Info(info::InfoArgs),
     /// Hash existing data against a .torrent and report good, bad and missing pieces.
     Verify(verify::VerifyArgs),
+    /// Download a torrent from peers.
+    Download(download::DownloadArgs),
+    /// Serve a torrent's complete data to peers until stopped (Ctrl-C).
+    Seed(seed::SeedArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -37,6 +44,8 @@ pub(crate) fn main() -> i32 {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Download(a) => download::run(a),
+        Command::Seed(a) => seed::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1064,7 +1064,13 @@ impl Engine {
 
     fn close_if_both_seeds(&mut self, now: Instant, t: TorrentId, k: PeerKey) {
         let complete = self.torrents[t.0].picker.is_complete();
-        if complete && self.peer(k).is_some_and(|p| p.bits.is_full()) {
+        // Only an active peer's bitfield means anything: before the handshake it is empty
+        // (zero pieces long), which `is_full` would call a seed.
+        if complete
+            && self
+                .peer(k)
+                .is_some_and(|p| p.phase == Phase::Active && p.bits.is_full())
+        {
             self.close(now, k, CloseReason::BothSeeds);
         }
     }
@@ -1161,7 +1167,11 @@ impl Engine {
 
     fn update_interest(&mut self, now: Instant, t: TorrentId, k: PeerKey) {
         let tor = &self.torrents[t.0];
-        let Some(p) = self.peer(k) else { return };
+        // Before the handshake nothing may be sent (a dialing peer's output would go out ahead
+        // of our handshake) and its (zero-length) bitfield says nothing.
+        let Some(p) = self.peer(k).filter(|p| p.phase == Phase::Active) else {
+            return;
+        };
         let want = tor.error.is_none() && tor.picker.interesting(&p.bits);
         if want != p.am_interested {
             if let Some(p) = self.peer_mut(k) {
@@ -1284,10 +1294,14 @@ impl Engine {
             return;
         };
         let Some(t) = p.torrent else { return };
-        if p.am_choking || p.serve_after.is_some_and(|s| s > now) {
+        if p.serve_after.is_some_and(|s| s > now) {
             return;
         }
+        // A retry that finds nothing to do must not stay armed (poll_timeout would spin).
         p.serve_after = None;
+        if p.am_choking {
+            return;
+        }
         let tor = &mut self.torrents[t.0];
         let mut queued = false;
         let mut failed = None;
@@ -1356,10 +1370,10 @@ impl Engine {
                 let peers = tor.peers.clone();
                 let complete = tor.picker.is_complete();
                 for k in &peers {
-                    let has = self
-                        .peer(*k)
-                        .is_none_or(|p| p.phase != Phase::Active || p.bits.get(piece.get()));
-                    if !has {
+                    // Every active peer hears it, even one that has the piece: without it the
+                    // peer cannot tell when we become a seed (and two seeds would stay
+                    // connected for ever) nor count availability right.
+                    if self.peer(*k).is_some_and(|p| p.phase == Phase::Active) {
                         self.send_msg(now, *k, &Message::Have(piece.get()));
                     }
                     self.update_interest(now, t, *k);

@@ -283,6 +283,9 @@ impl Picker {
                 .copied()
                 .filter(|&p| bits.get(p))
                 .collect();
+            // A HashMap's order differs from run to run: sort first, so the shuffle (and the
+            // whole run) depends on the seed alone.
+            pieces.sort_unstable();
             rng.shuffle(&mut pieces);
             for p in pieces {
                 let plen = self.layout.piece_len(PieceIndex::new_unchecked(p));

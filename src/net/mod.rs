@@ -1,4 +1,8 @@
-//! Everything that touches the operating system's network, the clock and threads: the mio
-//! reactor, connections, dialing. The only place in the crate allowed to do so.
+//! Everything that touches the operating system's network, the clock, signals and threads:
+//! the mio reactor, connections, dialing. The only place in the crate allowed to do so.
 
 pub mod clock;
+pub mod reactor;
+pub mod signals;
+
+pub use reactor::{Control, Driver, Reactor, ReactorConfig};

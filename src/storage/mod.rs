@@ -26,7 +26,7 @@ mod sigbus;
 pub mod verify;
 
 pub use mem::MemStorage;
-pub use mmap::{MmapOptions, MmapStorage, OpenMode};
+pub use mmap::{Allocation, MmapOptions, MmapStorage, OpenMode};
 
 use std::fmt;
 use std::io;

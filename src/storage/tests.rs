@@ -158,6 +158,40 @@ fn files_are_created_sparse_at_full_length() {
 }
 
 #[test]
+fn full_allocation_reserves_space_without_writing_zeros() {
+    let tmp = tempfile::tempdir().unwrap();
+    let len = 8 << 20;
+    let l = Layout::new(1 << 20, &[len, 5]).unwrap();
+    let specs = vec![
+        FileSpec {
+            path: tmp.path().join("big"),
+            pad: false,
+        },
+        FileSpec {
+            path: tmp.path().join("small"),
+            pad: false,
+        },
+    ];
+    let opts = MmapOptions {
+        allocation: Allocation::Full,
+        ..Default::default()
+    };
+    let mut s = MmapStorage::open(l.clone(), specs, OpenMode::ReadWrite, opts).unwrap();
+    let m = fs::metadata(tmp.path().join("big")).unwrap();
+    assert_eq!(m.len(), len);
+    assert!(
+        m.blocks() * 512 >= len,
+        "space reserved: {} blocks",
+        m.blocks()
+    );
+    // Reads of never-written space are zeros (unwritten extents), writes land.
+    let b = l.blocks(l.piece(3).unwrap()).next().unwrap();
+    assert!(s.read_block(b).unwrap().iter().all(|&x| x == 0));
+    s.write_block(b, &[9; 16384]).unwrap();
+    assert_eq!(&s.read_block(b).unwrap()[..], &[9; 16384][..]);
+}
+
+#[test]
 fn missing_and_short_files_are_unavailable_not_fatal() {
     let tmp = tempfile::tempdir().unwrap();
     let l = layout();
@@ -281,6 +315,7 @@ fn mapped_address_space_is_bounded_and_blocks_outlive_eviction() {
     let opts = MmapOptions {
         window: 1 << 20,
         max_mapped: 2 << 20,
+        ..Default::default()
     };
     let mut s = MmapStorage::open(
         l.clone(),
@@ -359,6 +394,7 @@ fn mmap_matches_memory_model_under_random_operations() {
     let opts = MmapOptions {
         window: 64 << 10,
         max_mapped: 256 << 10,
+        allocation: Allocation::Full,
     };
     let mut mm =
         MmapStorage::open(l.clone(), specs(tmp.path()), OpenMode::ReadWrite, opts).unwrap();

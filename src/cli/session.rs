@@ -1,0 +1,300 @@
+//! What `download` and `seed` share: checking existing data against the resume record,
+//! building the engine and reactor, progress display, and the resume record at exit.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bitmill::bitfield::Bitfield;
+use bitmill::engine::{make_peer_id, Action, Engine, EngineConfig, TorrentId};
+use bitmill::metainfo::Metainfo;
+use bitmill::net::{Control, Driver};
+use bitmill::rng::Rng;
+use bitmill::storage::resume::{self, FileStamp, ResumeRecord};
+use bitmill::storage::FileSpec;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::hashing::{default_threads, hash_pieces, progress_bar};
+use super::human_bytes;
+
+/// A seed for random choices that differs between runs and processes.
+pub(crate) fn entropy() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+/// An engine configuration with a fresh peer id.
+pub(crate) fn engine_config() -> EngineConfig {
+    let seed = entropy();
+    let mut rng = Rng::new(seed);
+    EngineConfig {
+        peer_id: make_peer_id(&mut rng),
+        seed: rng.next(),
+        ..Default::default()
+    }
+}
+
+/// Finds which pieces are already good: trusts the resume record for unchanged files,
+/// hashes the rest (skipping files that did not exist before we started: they hold nothing).
+pub(crate) fn initial_have(
+    m: &Metainfo,
+    content: &Path,
+    specs: &[FileSpec],
+    stamps_before: &[Option<FileStamp>],
+    record_path: Option<&Path>,
+    quiet: bool,
+) -> Result<Bitfield, String> {
+    let layout = m.info.layout();
+    let record = match record_path {
+        Some(p) => match resume::load(p, layout.num_pieces(), specs.len()) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("warning: {e}; checking all data");
+                None
+            }
+        },
+        None => None,
+    };
+    let plan = resume::plan(record.as_ref(), m.info_hash, content, layout, stamps_before);
+    let to_check: Vec<_> = plan
+        .to_check
+        .into_iter()
+        .filter(|&p| {
+            layout
+                .piece_spans(p)
+                .any(|s| stamps_before[s.file].is_some() || specs[s.file].pad)
+        })
+        .collect();
+    let mut have = plan.trusted;
+    if to_check.is_empty() {
+        return Ok(have);
+    }
+    let bytes: u64 = to_check
+        .iter()
+        .map(|&p| u64::from(layout.piece_len(p)))
+        .sum();
+    let bar = progress_bar(bytes, quiet, "checking");
+    let results = hash_pieces(layout, specs, &to_check, default_threads(), &bar)
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    for (&p, r) in to_check.iter().zip(results) {
+        if matches!(r, Ok(h) if &h == m.info.piece_hash(p)) {
+            have.set(p.get());
+        }
+    }
+    if !quiet {
+        eprintln!(
+            "checked {} of existing data: {} of {} pieces good",
+            human_bytes(bytes),
+            have.count(),
+            layout.num_pieces()
+        );
+    }
+    Ok(have)
+}
+
+/// Writes the resume record for what the engine has now (storage flushed first, stamps taken
+/// after the flush).
+pub(crate) fn save_resume(
+    engine: &mut Engine,
+    t: TorrentId,
+    m: &Metainfo,
+    content: &Path,
+    specs: &[FileSpec],
+    path: &Path,
+) {
+    if let Some(s) = engine.storage_mut(t) {
+        if let Err(e) = s.flush() {
+            eprintln!("warning: flushing data: {e}");
+            return;
+        }
+    }
+    let Some(have) = engine.have(t).cloned() else {
+        return;
+    };
+    let rec = ResumeRecord::new(m.info_hash, content, have, resume::stamps(specs));
+    if let Err(e) = resume::write_atomic(path, &rec.encode()) {
+        eprintln!(
+            "warning: could not write resume record {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// Where the resume record of a torrent lives.
+pub(crate) fn record_path(dir: Option<PathBuf>, m: &Metainfo) -> PathBuf {
+    dir.unwrap_or_else(super::default_resume_dir)
+        .join(format!("{}.resume", m.info_hash))
+}
+
+/// How progress is shown.
+enum Display {
+    Bar(ProgressBar),
+    Log { every: Duration, next: Instant },
+    Quiet,
+}
+
+/// The reactor driver for one torrent: shows progress, stops when told to.
+pub(crate) struct Session {
+    pub(crate) torrent: TorrentId,
+    pub(crate) started: Instant,
+    pub(crate) completed_at: Option<Instant>,
+    pub(crate) failed: Option<String>,
+    pub(crate) interrupted: bool,
+    /// Keep running after completion (seeding).
+    pub(crate) keep_running: bool,
+    display: Display,
+    name: String,
+    last_save: Instant,
+    save: Option<Box<dyn FnMut(&mut Engine)>>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        torrent: TorrentId,
+        name: &str,
+        total: u64,
+        quiet: bool,
+        keep_running: bool,
+        now: Instant,
+    ) -> Session {
+        let display = if quiet {
+            Display::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {percent:>3}% {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(name.to_string());
+            Display::Bar(bar)
+        } else {
+            Display::Log {
+                every: Duration::from_secs(5),
+                next: now,
+            }
+        };
+        Session {
+            torrent,
+            started: now,
+            completed_at: None,
+            failed: None,
+            interrupted: false,
+            keep_running,
+            display,
+            name: name.to_string(),
+            last_save: now,
+            save: None,
+        }
+    }
+
+    /// Saves the resume record every few minutes (and the caller saves at exit).
+    pub(crate) fn with_periodic_save(mut self, f: Box<dyn FnMut(&mut Engine)>) -> Self {
+        self.save = Some(f);
+        self
+    }
+
+    fn status(&self, now: Instant, engine: &Engine) -> (u64, String) {
+        let s = engine.stats(self.torrent);
+        let eta = if s.down_rate > 0 && s.have_bytes < s.total_bytes {
+            format!(" eta {}s", (s.total_bytes - s.have_bytes) / s.down_rate)
+        } else {
+            String::new()
+        };
+        let msg = format!(
+            "{}/{} down {}/s up {}/s peers {} ({} seeds){eta}{}",
+            human_bytes(s.have_bytes),
+            human_bytes(s.total_bytes),
+            human_bytes(s.down_rate),
+            human_bytes(s.up_rate),
+            s.peers,
+            s.seeds,
+            if s.hash_failures > 0 {
+                format!(" hash failures {}", s.hash_failures)
+            } else {
+                String::new()
+            },
+        );
+        let _ = now;
+        (s.have_bytes, msg)
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if let Display::Bar(b) = &self.display {
+            b.finish_and_clear();
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.display {
+            Display::Bar(b) => b.println(line),
+            Display::Log { .. } => eprintln!("{line}"),
+            Display::Quiet => {}
+        }
+    }
+}
+
+impl Driver for Session {
+    fn on_event(&mut self, now: Instant, engine: &mut Engine, event: &Action) {
+        match event {
+            Action::TorrentComplete(_) => {
+                self.completed_at = Some(now);
+                let secs = now.duration_since(self.started).as_secs_f64();
+                let s = engine.stats(self.torrent);
+                self.say(&format!(
+                    "{}: complete, {} received in {secs:.2} s ({}/s)",
+                    self.name,
+                    human_bytes(s.downloaded),
+                    human_bytes((s.downloaded as f64 / secs.max(1e-9)) as u64)
+                ));
+                if let Some(f) = self.save.as_mut() {
+                    f(engine);
+                }
+            }
+            Action::TorrentFailed { error, .. } => self.failed = Some(error.clone()),
+            _ => {}
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, engine: &mut Engine) -> Control {
+        if self.failed.is_some() {
+            return Control::Stop;
+        }
+        if self.completed_at.is_some() && !self.keep_running {
+            return Control::Stop;
+        }
+        if now.duration_since(self.last_save) > Duration::from_secs(300) {
+            self.last_save = now;
+            if let Some(f) = self.save.as_mut() {
+                f(engine);
+            }
+        }
+        let due = match &mut self.display {
+            Display::Bar(_) => true,
+            Display::Log { every, next } if now >= *next => {
+                *next = now + *every;
+                true
+            }
+            _ => false,
+        };
+        if due {
+            let (pos, msg) = self.status(now, engine);
+            match &self.display {
+                Display::Bar(b) => {
+                    b.set_position(pos);
+                    b.set_message(msg);
+                }
+                _ => eprintln!("{}: {msg}", self.name),
+            }
+        }
+        Control::Continue
+    }
+
+    fn on_signal(&mut self) -> Control {
+        self.interrupted = true;
+        Control::Stop
+    }
+}

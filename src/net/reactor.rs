@@ -1,0 +1,443 @@
+//! The reactor: one thread, one `mio::Poll`, every socket.
+//!
+//! It owns the listener and the connections (a `Slab` whose key, offset by
+//! [`FIRST_PEER_TOKEN`], is both the mio token and the engine's [`PeerKey`]), reads into a
+//! per-connection `BytesMut`, writes the engine's queued buffers with `writev`, and carries
+//! out the engine's [`Action`]s. Rules it keeps (mio's own):
+//!
+//! - drain every readiness until `WouldBlock`; `Interrupted` means retry; `Ok(0)` is EOF;
+//! - spurious events and events for tokens already closed are ignored;
+//! - outbound connects are non-blocking: wait for writable, then `take_error` and
+//!   `peer_addr` tell whether it succeeded; a connect that takes too long is abandoned;
+//! - WRITABLE interest is registered only while output is queued.
+//!
+//! Piece verification runs inline (the engine cannot tell; see DESIGN.md rule 4).
+
+use std::io::{self, IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::engine::{Action, CloseReason, Engine, PeerKey};
+use crate::net::{clock, signals};
+
+/// Token of the listening socket.
+const LISTENER: Token = Token(0);
+/// Tokens below this are reserved (listeners, UDP sockets, wakers).
+pub const FIRST_PEER_TOKEN: usize = 16;
+/// Read at least this much per `read` call.
+const READ_CHUNK: usize = 256 * 1024;
+/// Buffers per `writev` call.
+const MAX_IOV: usize = 64;
+
+/// Reactor settings.
+#[derive(Clone, Debug)]
+pub struct ReactorConfig {
+    /// Address to accept peers on (`None`: no listener).
+    pub listen: Option<std::net::SocketAddr>,
+    /// Give up an outbound connect after this long.
+    pub connect_timeout: Duration,
+    /// Call [`Driver::on_tick`] at least this often.
+    pub tick: Duration,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            listen: None,
+            connect_timeout: Duration::from_secs(10),
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What the reactor's owner decides on each tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep running.
+    Continue,
+    /// Return from [`Reactor::run`].
+    Stop,
+}
+
+/// The reactor's owner: sees engine events and decides when to stop.
+pub trait Driver {
+    /// A torrent completed or failed (the [`Action`] as the engine gave it).
+    fn on_event(&mut self, now: Instant, engine: &mut Engine, event: &Action);
+    /// Called at least every [`ReactorConfig::tick`]; also the place to add peers.
+    fn on_tick(&mut self, now: Instant, engine: &mut Engine) -> Control;
+    /// SIGINT or SIGTERM arrived. Default: stop.
+    fn on_signal(&mut self) -> Control {
+        Control::Stop
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    inbuf: BytesMut,
+    connecting: Option<Instant>,
+    writable: bool,
+}
+
+/// The event loop. See the module docs.
+#[derive(Debug)]
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    cfg: ReactorConfig,
+    local: Option<std::net::SocketAddr>,
+}
+
+fn key_of(token: Token) -> Option<usize> {
+    token.0.checked_sub(FIRST_PEER_TOKEN)
+}
+
+fn peer_key(slab_key: usize) -> PeerKey {
+    PeerKey(slab_key + FIRST_PEER_TOKEN)
+}
+
+impl Reactor {
+    /// Creates the poller and binds the listener, if any.
+    pub fn new(cfg: ReactorConfig) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut listener = None;
+        let mut local = None;
+        if let Some(addr) = cfg.listen {
+            let mut l = TcpListener::bind(addr)?;
+            poll.registry()
+                .register(&mut l, LISTENER, Interest::READABLE)?;
+            local = Some(l.local_addr()?);
+            listener = Some(l);
+        }
+        signals::install();
+        Ok(Reactor {
+            poll,
+            listener,
+            conns: Slab::new(),
+            cfg,
+            local,
+        })
+    }
+
+    /// The address the listener is bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Runs until the driver says stop (or a signal arrives and the driver agrees).
+    pub fn run(&mut self, engine: &mut Engine, driver: &mut dyn Driver) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_ui = clock::now();
+        let mut next_connect_check = clock::now();
+        loop {
+            let now = clock::now();
+            let mut deadline = next_ui;
+            if let Some(t) = engine.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            let timeout = deadline.saturating_duration_since(now);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if signals::take() && driver.on_signal() == Control::Stop {
+                return Ok(());
+            }
+            let now = clock::now();
+            for ev in events.iter() {
+                if ev.token() == LISTENER {
+                    self.accept(now, engine)?;
+                    continue;
+                }
+                let Some(k) = key_of(ev.token()) else {
+                    continue;
+                };
+                if !self.conns.contains(k) {
+                    continue; // stale: closed earlier in this batch
+                }
+                if self.conns[k].connecting.is_some() {
+                    if ev.is_writable() || ev.is_error() || ev.is_write_closed() {
+                        self.finish_connect(now, k, engine);
+                    }
+                    continue;
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.read(now, k, engine);
+                }
+                if ev.is_writable() && self.conns.contains(k) {
+                    self.write(now, k, engine);
+                }
+                self.actions(now, engine, driver);
+            }
+            if engine.poll_timeout().is_some_and(|t| now >= t) {
+                engine.handle_timeout(now);
+            }
+            if now >= next_connect_check {
+                next_connect_check = now + Duration::from_millis(500);
+                self.expire_connects(now, engine);
+            }
+            self.actions(now, engine, driver);
+            if now >= next_ui {
+                next_ui = now + self.cfg.tick;
+                if driver.on_tick(now, engine) == Control::Stop {
+                    return Ok(());
+                }
+                self.actions(now, engine, driver);
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant, engine: &mut Engine) -> io::Result<()> {
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return Ok(());
+            };
+            match l.accept() {
+                Ok((mut stream, addr)) => {
+                    if !engine.accept_allowed(addr) {
+                        continue; // dropped: closes the socket
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = peer_key(entry.key());
+                    self.poll
+                        .registry()
+                        .register(&mut stream, Token(key.0), Interest::READABLE)?;
+                    entry.insert(Conn {
+                        stream,
+                        inbuf: BytesMut::new(),
+                        connecting: None,
+                        writable: false,
+                    });
+                    if !engine.handle_accepted(now, key, addr) {
+                        self.drop_conn(key.0 - FIRST_PEER_TOKEN);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of file descriptors, a connection reset before accept: not fatal.
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    fn dial(
+        &mut self,
+        now: Instant,
+        engine: &mut Engine,
+        torrent: crate::engine::TorrentId,
+        addr: std::net::SocketAddr,
+    ) {
+        let entry = self.conns.vacant_entry();
+        let key = peer_key(entry.key());
+        engine.handle_dialing(now, key, torrent, addr);
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .register(&mut stream, Token(key.0), interest)
+                {
+                    engine.handle_closed(now, key, CloseReason::Network(e.to_string()));
+                    return;
+                }
+                entry.insert(Conn {
+                    stream,
+                    inbuf: BytesMut::new(),
+                    connecting: Some(now),
+                    writable: true,
+                });
+            }
+            Err(e) => engine.handle_closed(
+                now,
+                key,
+                CloseReason::Network(format!("connect {addr}: {e}")),
+            ),
+        }
+    }
+
+    fn finish_connect(&mut self, now: Instant, k: usize, engine: &mut Engine) {
+        let key = peer_key(k);
+        let c = &mut self.conns[k];
+        if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
+            self.drop_conn(k);
+            engine.handle_closed(now, key, CloseReason::Network(format!("connect: {e}")));
+            return;
+        }
+        match c.stream.peer_addr() {
+            Ok(_) => {
+                c.connecting = None;
+                let _ = c.stream.set_nodelay(true);
+                engine.handle_connected(now, key);
+                self.write(now, k, engine);
+            }
+            // Not connected yet: a spurious wake-up; wait for the next event.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => {
+                self.drop_conn(k);
+                engine.handle_closed(now, key, CloseReason::Network(format!("connect: {e}")));
+            }
+        }
+    }
+
+    fn expire_connects(&mut self, now: Instant, engine: &mut Engine) {
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.connecting
+                    .is_some_and(|t| now.saturating_duration_since(t) > self.cfg.connect_timeout)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in late {
+            self.drop_conn(k);
+            engine.handle_closed(
+                now,
+                peer_key(k),
+                CloseReason::Network("connect timed out".into()),
+            );
+        }
+    }
+
+    fn read(&mut self, now: Instant, k: usize, engine: &mut Engine) {
+        let key = peer_key(k);
+        loop {
+            let Some(c) = self.conns.get_mut(k) else {
+                return;
+            };
+            c.inbuf.reserve(READ_CHUNK);
+            let spare = c.inbuf.spare_capacity_mut();
+            // SAFETY: read(2) writes at most `spare.len()` bytes into the spare capacity, which
+            // is valid for writes; the bytes it reports written are initialized, and only those
+            // are exposed by set_len below.
+            let n =
+                unsafe { libc::read(c.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            if n > 0 {
+                let n = n as usize;
+                // SAFETY: the kernel initialized `n` bytes after the current length.
+                unsafe { c.inbuf.set_len(c.inbuf.len() + n) };
+                engine.handle_bytes(now, key, &mut c.inbuf);
+                if !self.conns.contains(k) {
+                    return;
+                }
+                continue;
+            }
+            if n == 0 {
+                self.drop_conn(k);
+                engine.handle_closed(now, key, CloseReason::Network("closed by peer".into()));
+                return;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::Interrupted => continue,
+                _ => {
+                    self.drop_conn(k);
+                    engine.handle_closed(now, key, CloseReason::Network(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, now: Instant, k: usize, engine: &mut Engine) {
+        let key = peer_key(k);
+        loop {
+            let Some(c) = self.conns.get_mut(k) else {
+                return;
+            };
+            if c.connecting.is_some() {
+                return;
+            }
+            if engine.output_len(key) == 0 {
+                if c.writable {
+                    c.writable = false;
+                    let _ = self.poll.registry().reregister(
+                        &mut c.stream,
+                        Token(key.0),
+                        Interest::READABLE,
+                    );
+                }
+                return;
+            }
+            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for b in engine.output(key).take(MAX_IOV) {
+                iov[n] = IoSlice::new(b);
+                n += 1;
+            }
+            match c.stream.write_vectored(&iov[..n]) {
+                Ok(0) => {
+                    self.drop_conn(k);
+                    engine.handle_closed(now, key, CloseReason::Network("write returned 0".into()));
+                    return;
+                }
+                Ok(w) => engine.consume_output(now, key, w),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.writable {
+                        c.writable = true;
+                        let interest = Interest::READABLE | Interest::WRITABLE;
+                        let _ =
+                            self.poll
+                                .registry()
+                                .reregister(&mut c.stream, Token(key.0), interest);
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EFAULT here means a mapped file shrank under a queued block: the engine's
+                    // periodic storage check fails that torrent.
+                    self.drop_conn(k);
+                    engine.handle_closed(now, key, CloseReason::Network(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, k: usize) {
+        if let Some(mut c) = self.conns.try_remove(k) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    fn actions(&mut self, now: Instant, engine: &mut Engine, driver: &mut dyn Driver) {
+        while let Some(a) = engine.poll_action() {
+            match a {
+                Action::Dial { torrent, addr } => self.dial(now, engine, torrent, addr),
+                Action::Close { peer, .. } => {
+                    if let Some(k) = peer.0.checked_sub(FIRST_PEER_TOKEN) {
+                        self.drop_conn(k);
+                    }
+                }
+                Action::Flush(peer) => {
+                    if let Some(k) = peer.0.checked_sub(FIRST_PEER_TOKEN) {
+                        self.write(now, k, engine);
+                    }
+                }
+                Action::VerifyPiece { torrent, piece } => {
+                    let v = engine.verify_piece(torrent, piece);
+                    engine.handle_piece_verified(now, torrent, piece, v);
+                }
+                ev @ (Action::TorrentComplete(_) | Action::TorrentFailed { .. }) => {
+                    driver.on_event(now, engine, &ev)
+                }
+            }
+        }
+    }
+}
