@@ -33,6 +33,10 @@ pub(crate) struct DownloadArgs {
     /// Most connections for this torrent.
     #[arg(long, default_value_t = 80)]
     max_peers: usize,
+    /// Threads that verify pieces beside the network thread (default: 1 on a multi-core
+    /// machine, 0 = verify on the network thread, right for one-core devices).
+    #[arg(long, value_name = "N")]
+    hash_threads: Option<usize>,
     /// Create files sparse instead of reserving their disk space up front.
     #[arg(long)]
     sparse: bool,
@@ -99,6 +103,18 @@ pub(crate) fn run(a: DownloadArgs) -> CliResult {
         }
         Err(e) => return Err(format!("listen on {}: {e}", a.listen)),
     };
+    let threads = a.hash_threads.unwrap_or_else(|| {
+        if super::hashing::default_threads() > 1 {
+            1
+        } else {
+            0
+        }
+    });
+    if threads > 0 {
+        reactor
+            .offload_hashing(threads, t, &m.info, &specs)
+            .map_err(|e| format!("hashing threads: {e}"))?;
+    }
     if let Some(addr) = reactor.local_addr() {
         eprintln!("listening on {addr}");
     }

@@ -2,6 +2,7 @@
 //! the mio reactor, connections, dialing. The only place in the crate allowed to do so.
 
 pub mod clock;
+pub mod hasher;
 pub mod reactor;
 pub mod signals;
 

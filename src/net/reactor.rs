@@ -11,7 +11,10 @@
 //!   `peer_addr` tell whether it succeeded; a connect that takes too long is abandoned;
 //! - WRITABLE interest is registered only while output is queued.
 //!
-//! Piece verification runs inline (the engine cannot tell; see DESIGN.md rule 4).
+//! Piece verification runs on [`Hasher`] threads for torrents registered with
+//! [`Reactor::offload_hashing`], inline otherwise (the engine cannot tell; DESIGN.md rule 4).
+//! On a one-core device inline is the right choice; with two or more cores SHA-1 on another
+//! core lets the reactor keep receiving.
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
@@ -23,10 +26,15 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::engine::{Action, CloseReason, Engine, PeerKey};
+use crate::metainfo::Info;
+use crate::net::hasher::Hasher;
 use crate::net::{clock, signals};
+use crate::storage::FileSpec;
 
 /// Token of the listening socket.
 const LISTENER: Token = Token(0);
+/// Token of the hashing threads' waker.
+const HASHER: Token = Token(1);
 /// Tokens below this are reserved (listeners, UDP sockets, wakers).
 pub const FIRST_PEER_TOKEN: usize = 16;
 /// Read at least this much per `read` call.
@@ -92,6 +100,7 @@ pub struct Reactor {
     conns: Slab<Conn>,
     cfg: ReactorConfig,
     local: Option<std::net::SocketAddr>,
+    hasher: Option<Hasher>,
 }
 
 fn key_of(token: Token) -> Option<usize> {
@@ -122,12 +131,31 @@ impl Reactor {
             conns: Slab::new(),
             cfg,
             local,
+            hasher: None,
         })
     }
 
     /// The address the listener is bound to (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.local
+    }
+
+    /// Hashes pieces of `torrent` on `threads` helper threads (started on first use) instead
+    /// of inline. `files` are the torrent's files, opened read-only by each thread.
+    pub fn offload_hashing(
+        &mut self,
+        threads: usize,
+        torrent: crate::engine::TorrentId,
+        info: &Info,
+        files: &[FileSpec],
+    ) -> io::Result<()> {
+        if self.hasher.is_none() {
+            self.hasher = Some(Hasher::new(threads, self.poll.registry(), HASHER)?);
+        }
+        if let Some(h) = self.hasher.as_mut() {
+            h.add_torrent(torrent, info, files);
+        }
+        Ok(())
     }
 
     /// Open connections.
@@ -159,6 +187,13 @@ impl Reactor {
             for ev in events.iter() {
                 if ev.token() == LISTENER {
                     self.accept(now, engine)?;
+                    continue;
+                }
+                if ev.token() == HASHER {
+                    while let Some(d) = self.hasher.as_mut().and_then(Hasher::poll) {
+                        engine.handle_piece_verified(now, d.torrent, d.piece, d.verdict);
+                    }
+                    self.actions(now, engine, driver);
                     continue;
                 }
                 let Some(k) = key_of(ev.token()) else {
@@ -430,10 +465,13 @@ impl Reactor {
                         self.write(now, k, engine);
                     }
                 }
-                Action::VerifyPiece { torrent, piece } => {
-                    let v = engine.verify_piece(torrent, piece);
-                    engine.handle_piece_verified(now, torrent, piece, v);
-                }
+                Action::VerifyPiece { torrent, piece } => match self.hasher.as_mut() {
+                    Some(h) if h.handles(torrent) => h.submit(torrent, piece),
+                    _ => {
+                        let v = engine.verify_piece(torrent, piece);
+                        engine.handle_piece_verified(now, torrent, piece, v);
+                    }
+                },
                 ev @ (Action::TorrentComplete(_) | Action::TorrentFailed { .. }) => {
                     driver.on_event(now, engine, &ev)
                 }
