@@ -40,6 +40,12 @@ pub(crate) struct DownloadArgs {
     /// Create files sparse instead of reserving their disk space up front.
     #[arg(long)]
     sparse: bool,
+    /// Cap on the download rate, bytes/s (`500K`, `10M`).
+    #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
+    max_download_rate: Option<u64>,
+    /// Cap on the upload rate, bytes/s (`500K`, `10M`).
+    #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
+    max_upload_rate: Option<u64>,
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
@@ -85,6 +91,8 @@ pub(crate) fn run(a: DownloadArgs) -> CliResult {
 
     let mut reactor = match Reactor::new(ReactorConfig {
         listen: Some(a.listen),
+        max_download_rate: a.max_download_rate,
+        max_upload_rate: a.max_upload_rate,
         ..Default::default()
     }) {
         Ok(r) => r,
@@ -97,6 +105,8 @@ pub(crate) fn run(a: DownloadArgs) -> CliResult {
             let any = SocketAddr::new(a.listen.ip(), 0);
             Reactor::new(ReactorConfig {
                 listen: Some(any),
+                max_download_rate: a.max_download_rate,
+                max_upload_rate: a.max_upload_rate,
                 ..Default::default()
             })
             .map_err(|e| e.to_string())?

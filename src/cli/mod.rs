@@ -120,6 +120,14 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// A rate for clap: a size per second, more than zero.
+pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
+    match parse_size(s.trim_end_matches("/s"))? {
+        0 => Err("a rate must be more than 0".into()),
+        n => Ok(n),
+    }
+}
+
 /// Where resume records live by default: `$XDG_STATE_HOME/bitmill/resume`, else
 /// `~/.local/state/bitmill/resume`, else `.bitmill/resume`.
 pub(crate) fn default_resume_dir() -> PathBuf {

@@ -31,6 +31,12 @@ pub(crate) struct SeedArgs {
     /// Most connections for this torrent.
     #[arg(long, default_value_t = 200)]
     max_peers: usize,
+    /// Cap on the download rate, bytes/s (`500K`, `10M`).
+    #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
+    max_download_rate: Option<u64>,
+    /// Cap on the upload rate, bytes/s (`500K`, `10M`).
+    #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
+    max_upload_rate: Option<u64>,
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
@@ -69,6 +75,8 @@ pub(crate) fn run(a: SeedArgs) -> CliResult {
     engine.add_peers(now, t, a.peers.iter().copied());
     let mut reactor = Reactor::new(ReactorConfig {
         listen: Some(a.listen),
+        max_download_rate: a.max_download_rate,
+        max_upload_rate: a.max_upload_rate,
         ..Default::default()
     })
     .map_err(|e| format!("listen on {}: {e}", a.listen))?;

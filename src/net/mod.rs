@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod hasher;
+pub mod limiter;
 pub mod reactor;
 pub mod signals;
 

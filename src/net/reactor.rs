@@ -28,6 +28,7 @@ use slab::Slab;
 use crate::engine::{Action, CloseReason, Engine, PeerKey};
 use crate::metainfo::Info;
 use crate::net::hasher::Hasher;
+use crate::net::limiter::TokenBucket;
 use crate::net::{clock, signals};
 use crate::storage::FileSpec;
 
@@ -51,6 +52,10 @@ pub struct ReactorConfig {
     pub connect_timeout: Duration,
     /// Call [`Driver::on_tick`] at least this often.
     pub tick: Duration,
+    /// Cap on bytes read from all peers per second.
+    pub max_download_rate: Option<u64>,
+    /// Cap on bytes written to all peers per second.
+    pub max_upload_rate: Option<u64>,
 }
 
 impl Default for ReactorConfig {
@@ -59,6 +64,8 @@ impl Default for ReactorConfig {
             listen: None,
             connect_timeout: Duration::from_secs(10),
             tick: Duration::from_millis(250),
+            max_download_rate: None,
+            max_upload_rate: None,
         }
     }
 }
@@ -101,6 +108,21 @@ pub struct Reactor {
     cfg: ReactorConfig,
     local: Option<std::net::SocketAddr>,
     hasher: Option<Hasher>,
+    down: Option<TokenBucket>,
+    up: Option<TokenBucket>,
+    /// Connections with data to read or write but no rate-limit credit, and when credit
+    /// returns.
+    read_paused: Vec<usize>,
+    write_paused: Vec<usize>,
+    resume_at: Option<Instant>,
+}
+
+/// Credit a rate limiter may hold: two blocks with headers, or 5 ms at the rate when that is
+/// more. The poll timeout has millisecond resolution, so the reactor wakes up to a
+/// millisecond late; credit that can cover the lateness is not lost, which keeps the long-run
+/// rate exact, while no second ever carries more than `rate + burst`.
+fn limiter_burst(rate: u64) -> u64 {
+    (2 * (u64::from(crate::metainfo::BLOCK_LEN) + 13)).max(rate / 200)
 }
 
 fn key_of(token: Token) -> Option<usize> {
@@ -125,6 +147,12 @@ impl Reactor {
             listener = Some(l);
         }
         signals::install();
+        let cfg_down = cfg
+            .max_download_rate
+            .map(|r| TokenBucket::new(r, limiter_burst(r)));
+        let cfg_up = cfg
+            .max_upload_rate
+            .map(|r| TokenBucket::new(r, limiter_burst(r)));
         Ok(Reactor {
             poll,
             listener,
@@ -132,6 +160,11 @@ impl Reactor {
             cfg,
             local,
             hasher: None,
+            down: cfg_down,
+            up: cfg_up,
+            read_paused: Vec::new(),
+            write_paused: Vec::new(),
+            resume_at: None,
         })
     }
 
@@ -172,6 +205,9 @@ impl Reactor {
             let now = clock::now();
             let mut deadline = next_ui;
             if let Some(t) = engine.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = self.resume_at {
                 deadline = deadline.min(t);
             }
             let timeout = deadline.saturating_duration_since(now);
@@ -218,6 +254,19 @@ impl Reactor {
             }
             if engine.poll_timeout().is_some_and(|t| now >= t) {
                 engine.handle_timeout(now);
+            }
+            if self.resume_at.is_some_and(|t| now >= t) {
+                self.resume_at = None;
+                for k in std::mem::take(&mut self.read_paused) {
+                    if self.conns.contains(k) {
+                        self.read(now, k, engine);
+                    }
+                }
+                for k in std::mem::take(&mut self.write_paused) {
+                    if self.conns.contains(k) {
+                        self.write(now, k, engine);
+                    }
+                }
             }
             if now >= next_connect_check {
                 next_connect_check = now + Duration::from_millis(500);
@@ -351,11 +400,23 @@ impl Reactor {
     fn read(&mut self, now: Instant, k: usize, engine: &mut Engine) {
         let key = peer_key(k);
         loop {
+            let mut limit = usize::MAX;
+            if let Some(b) = self.down.as_mut() {
+                let avail = b.available(now);
+                if avail == 0 {
+                    let at = b.ready_at(now, 16 * 1024);
+                    self.pause(k, at, false);
+                    return;
+                }
+                limit = avail as usize;
+            }
             let Some(c) = self.conns.get_mut(k) else {
                 return;
             };
             c.inbuf.reserve(READ_CHUNK);
             let spare = c.inbuf.spare_capacity_mut();
+            let cap = limit.min(spare.len());
+            let spare = &mut spare[..cap];
             // SAFETY: read(2) writes at most `spare.len()` bytes into the spare capacity, which
             // is valid for writes; the bytes it reports written are initialized, and only those
             // are exposed by set_len below.
@@ -363,6 +424,9 @@ impl Reactor {
                 unsafe { libc::read(c.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
             if n > 0 {
                 let n = n as usize;
+                if let Some(b) = self.down.as_mut() {
+                    b.consume(n as u64);
+                }
                 // SAFETY: the kernel initialized `n` bytes after the current length.
                 unsafe { c.inbuf.set_len(c.inbuf.len() + n) };
                 engine.handle_bytes(now, key, &mut c.inbuf);
@@ -392,6 +456,18 @@ impl Reactor {
     fn write(&mut self, now: Instant, k: usize, engine: &mut Engine) {
         let key = peer_key(k);
         loop {
+            let mut limit = usize::MAX;
+            if let Some(b) = self.up.as_mut() {
+                if engine.output_len(key) > 0 {
+                    let avail = b.available(now);
+                    if avail == 0 {
+                        let at = b.ready_at(now, 16 * 1024);
+                        self.pause(k, at, true);
+                        return;
+                    }
+                    limit = avail as usize;
+                }
+            }
             let Some(c) = self.conns.get_mut(k) else {
                 return;
             };
@@ -411,8 +487,14 @@ impl Reactor {
             }
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
+            let mut total = 0;
             for b in engine.output(key).take(MAX_IOV) {
-                iov[n] = IoSlice::new(b);
+                if total >= limit {
+                    break;
+                }
+                let take = b.len().min(limit - total);
+                iov[n] = IoSlice::new(&b[..take]);
+                total += take;
                 n += 1;
             }
             match c.stream.write_vectored(&iov[..n]) {
@@ -421,7 +503,12 @@ impl Reactor {
                     engine.handle_closed(now, key, CloseReason::Network("write returned 0".into()));
                     return;
                 }
-                Ok(w) => engine.consume_output(now, key, w),
+                Ok(w) => {
+                    if let Some(b) = self.up.as_mut() {
+                        b.consume(w as u64);
+                    }
+                    engine.consume_output(now, key, w)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !c.writable {
                         c.writable = true;
@@ -443,6 +530,19 @@ impl Reactor {
                 }
             }
         }
+    }
+
+    /// Parks a connection until the rate limiter has credit again.
+    fn pause(&mut self, k: usize, at: Instant, write: bool) {
+        let list = if write {
+            &mut self.write_paused
+        } else {
+            &mut self.read_paused
+        };
+        if !list.contains(&k) {
+            list.push(k);
+        }
+        self.resume_at = Some(self.resume_at.map_or(at, |r| r.min(at)));
     }
 
     fn drop_conn(&mut self, k: usize) {
