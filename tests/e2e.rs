@@ -1,0 +1,303 @@
+//! End to end over loopback with real processes: `bitmill seed` and `bitmill download`.
+
+mod common;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// A running bitmill process whose stderr lines we can wait for.
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn bitmill");
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `pat`; returns it.
+    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(pat)) {
+            return l.clone();
+        }
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(pat) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {pat:?} within {timeout:?}; got:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The listening address it printed.
+    fn addr(&mut self) -> String {
+        let l = self.wait_for("listening on ", Duration::from_secs(20));
+        l.trim_start_matches("listening on ").trim().to_string()
+    }
+
+    /// Waits for exit; returns the exit code and all stderr.
+    fn finish(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(l);
+                }
+                return (st.code(), self.seen.join("\n"));
+            }
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit within {timeout:?}:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha256_tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let h = Sha256::digest(std::fs::read(&p).unwrap());
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                out.push((rel, format!("{h:x}")));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+fn seed(torrent: &Path, data: &Path, resume: &Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        bitmill()
+            .arg("seed")
+            .arg(torrent)
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--resume-dir"])
+            .arg(resume)
+            .args(extra),
+    )
+}
+
+fn download(torrent: &Path, out: &Path, resume: &Path, peer: &str, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        bitmill()
+            .arg("download")
+            .arg(torrent)
+            .arg("-o")
+            .arg(out)
+            .args(["--listen", "127.0.0.1:0", "--peer", peer, "--resume-dir"])
+            .arg(resume)
+            .args(extra),
+    )
+}
+
+fn make_torrent(src: &Path, out: &Path, piece: &str) {
+    run_expect(
+        bitmill()
+            .args(["create", "-q", "-l", piece, "-o"])
+            .arg(out)
+            .arg(src),
+        0,
+    );
+}
+
+#[test]
+fn one_seed_several_downloads_of_a_multi_file_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src").join("stuff");
+    make_tree(&src, ODD_TREE);
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&src, &torrent, "32K");
+    let mut s = seed(&torrent, &src, &tmp.path().join("rs"), &["-q"]);
+    let addr = s.addr();
+    let dls: Vec<(Proc, PathBuf)> = (0..4)
+        .map(|i| {
+            let out = tmp.path().join(format!("dl{i}"));
+            (
+                download(
+                    &torrent,
+                    &out,
+                    &tmp.path().join(format!("r{i}")),
+                    &addr,
+                    &[],
+                ),
+                out,
+            )
+        })
+        .collect();
+    let want = sha256_tree(&src);
+    for (p, out) in dls {
+        let (code, log) = p.finish(Duration::from_secs(60));
+        assert_eq!(code, Some(0), "{log}");
+        assert!(log.contains("complete"), "{log}");
+        assert_eq!(sha256_tree(&out.join("stuff")), want);
+    }
+}
+
+#[test]
+fn interrupted_downloads_resume_without_refetching_verified_pieces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("big.bin");
+    let total = 24 << 20;
+    std::fs::write(&src, data(total, 77)).unwrap();
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&src, &torrent, "64K");
+    // A slow seed, so the download is caught half way.
+    let mut s = seed(
+        &torrent,
+        &src,
+        &tmp.path().join("rs"),
+        &["-q", "--max-upload-rate", "8M"],
+    );
+    let addr = s.addr();
+    let out = tmp.path().join("dl");
+    let resume = tmp.path().join("r");
+
+    for (round, sig) in [(0, libc::SIGKILL), (1, libc::SIGTERM)] {
+        let mut d = download(&torrent, &out, &resume, &addr, &[]);
+        d.wait_for("listening on", Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(1000));
+        d.signal(sig);
+        let (code, log) = d.finish(Duration::from_secs(30));
+        assert_ne!(
+            code,
+            Some(0),
+            "round {round}: should not have finished yet:\n{log}"
+        );
+        if sig == libc::SIGTERM {
+            assert!(
+                log.contains("resume record written"),
+                "clean shutdown saves state:\n{log}"
+            );
+        }
+    }
+    // The final run: verified pieces are found (from the resume record or by hashing) and
+    // only the rest is fetched.
+    let d = download(&torrent, &out, &resume, &addr, &[]);
+    let (code, log) = d.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+    let received = log
+        .lines()
+        .find(|l| l.contains("complete,"))
+        .and_then(|l| l.split("complete, ").nth(1))
+        .map(|l| l.split(" received").next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    assert!(!received.is_empty(), "{log}");
+    let mib: f64 = received
+        .trim_end_matches(" MiB")
+        .parse()
+        .unwrap_or(f64::MAX);
+    assert!(
+        mib < 20.0,
+        "refetched too much: {received} of 24 MiB\n{log}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("big.bin")).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
+}
+
+#[test]
+fn download_rate_limit_holds_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.bin");
+    std::fs::write(&src, data(12 << 20, 5)).unwrap();
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&src, &torrent, "64K");
+    let mut s = seed(&torrent, &src, &tmp.path().join("rs"), &["-q"]);
+    let addr = s.addr();
+    let started = Instant::now();
+    let d = download(
+        &torrent,
+        &tmp.path().join("dl"),
+        &tmp.path().join("r"),
+        &addr,
+        &["--max-download-rate", "4M"],
+    );
+    let (code, log) = d.finish(Duration::from_secs(60));
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(code, Some(0), "{log}");
+    // 12 MiB at 4 MiB/s: 3 s; allow for process start-up and a noisy machine.
+    assert!(secs > 2.85 && secs < 4.5, "took {secs:.2} s\n{log}");
+}
+
+#[test]
+fn seed_refuses_incomplete_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f.bin");
+    std::fs::write(&src, data(1 << 20, 6)).unwrap();
+    let torrent = tmp.path().join("t.torrent");
+    make_torrent(&src, &torrent, "64K");
+    std::fs::write(&src, data(1 << 19, 6)).unwrap();
+    let o = run_expect(
+        bitmill()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&src)
+            .args(["-q", "--listen", "127.0.0.1:0", "--resume-dir"])
+            .arg(tmp.path()),
+        2,
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only 8 of 16 pieces are good"));
+}
