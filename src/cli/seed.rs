@@ -37,6 +37,9 @@ pub(crate) struct SeedArgs {
     /// Cap on the upload rate, bytes/s (`500K`, `10M`).
     #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
     max_upload_rate: Option<u64>,
+    /// Peers unchoked at once by tit-for-tat (plus one optimistic unchoke).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    upload_slots: usize,
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
@@ -68,6 +71,7 @@ pub(crate) fn run(a: SeedArgs) -> CliResult {
     }
     let mut cfg = engine_config();
     cfg.max_peers_per_torrent = a.max_peers;
+    cfg.choker.regular_slots = a.upload_slots;
     cfg.max_peers = cfg.max_peers.max(a.max_peers);
     let mut engine = Engine::new(cfg);
     let t = engine.add_torrent(m.info_hash, m.info.clone(), Box::new(storage), have);

@@ -347,8 +347,17 @@ impl Peer {
 enum Candidate {
     /// Not connected; may be dialed from `next_try`.
     Idle { next_try: Instant, failures: u32 },
-    /// A connection to it exists.
-    Connected,
+    /// A connection to it exists; `failures` dials in a row had failed before it.
+    Connected { failures: u32 },
+}
+
+impl Candidate {
+    /// Failed dials in a row so far (the backoff grows with them).
+    fn failures(self) -> u32 {
+        match self {
+            Candidate::Idle { failures, .. } | Candidate::Connected { failures } => failures,
+        }
+    }
 }
 
 struct Torrent {
@@ -599,7 +608,9 @@ impl Engine {
         self.insert_peer(k, p);
         if let Some(tor) = self.torrents.get_mut(t.0) {
             tor.peers.push(k);
-            tor.candidates.insert(addr, Candidate::Connected);
+            let failures = tor.candidates.get(&addr).map_or(0, |c| c.failures());
+            tor.candidates
+                .insert(addr, Candidate::Connected { failures });
         }
     }
 
@@ -678,10 +689,7 @@ impl Engine {
                     | CloseReason::Duplicate
             ) && !(p.bits.is_full() && tor.picker.is_complete());
             if keep {
-                let failures = match tor.candidates.get(&p.addr) {
-                    Some(Candidate::Idle { failures, .. }) => *failures,
-                    _ => 0,
-                };
+                let failures = tor.candidates.get(&p.addr).map_or(0, |c| c.failures());
                 // A connection that got going resets the backoff; a failed dial grows it.
                 let failures = if p.phase == Phase::Active {
                     0
@@ -851,18 +859,25 @@ impl Engine {
             self.close(now, k, CloseReason::SelfConnection);
             return false;
         }
-        let tor = &self.torrents[t.0];
-        let dup = tor.peers.iter().any(|o| {
+        let outbound = p.outbound;
+        let dup = self.torrents[t.0].peers.iter().copied().find(|o| {
             *o != k
                 && self
                     .peer(*o)
                     .is_some_and(|q| q.phase == Phase::Active && q.peer_id == h.peer_id)
         });
-        if dup {
-            self.close(now, k, CloseReason::Duplicate);
-            return false;
+        if let Some(o) = dup {
+            // When both sides dial each other at once, each side must close the same one of
+            // the two connections, or both die: the one dialed by the larger peer id stays.
+            let keep_new = self.peer(o).is_some_and(|q| q.outbound != outbound)
+                && outbound == (self.cfg.peer_id > h.peer_id);
+            if !keep_new {
+                self.close(now, k, CloseReason::Duplicate);
+                return false;
+            }
+            self.close(now, o, CloseReason::Duplicate);
         }
-        let outbound = p.outbound;
+        let tor = &self.torrents[t.0];
         if !outbound && tor.peers.len() >= self.cfg.max_peers_per_torrent {
             self.close(now, k, CloseReason::Limit);
             return false;
@@ -1394,10 +1409,13 @@ impl Engine {
                 tor.picker.piece_failed(piece);
                 tor.hash_failures += 1;
                 tor.wasted += u64::from(tor.info.layout().piece_len(piece));
-                // Blame: a sole contributor takes two strikes, each of several one.
+                // Blame: a sole contributor takes two strikes, each of several one. A piece
+                // that holds blocks from an address already banned is blamed on it alone
+                // (its blocks stay in partial pieces after the ban; the others are innocent).
                 let weight = if contributors.len() == 1 { 2 } else { 1 };
                 let mut ban = Vec::new();
-                for ip in contributors {
+                let known_bad = contributors.iter().any(|ip| self.banned.contains(ip));
+                for ip in contributors.into_iter().filter(|_| !known_bad) {
                     let s = tor.strikes.entry(ip).or_insert(0);
                     *s += weight;
                     if *s >= self.cfg.ban_strikes {
@@ -1504,7 +1522,10 @@ impl Engine {
             {
                 p.slow_start = false;
             }
-            if !p.slow_start || p.target_queue >= self.cfg.max_queue {
+            if p.snubbed {
+                // One request at a time until it sends a block again: the rest go to others.
+                p.target_queue = 1;
+            } else if !p.slow_start || p.target_queue >= self.cfg.max_queue {
                 p.slow_start = false;
                 let secs = self.cfg.queue_time.as_secs_f64();
                 let want = (rate as f64 * secs / f64::from(BLOCK_LEN)) as u32;
@@ -1515,7 +1536,7 @@ impl Engine {
                 && now.saturating_duration_since(p.last_block) > self.cfg.request_timeout
             {
                 p.snubbed = true;
-                p.target_queue = self.cfg.min_queue;
+                p.target_queue = 1;
                 p.slow_start = false;
                 let dropped: Vec<BlockRef> = p.requests.drain(..).collect();
                 if let Some(t) = p.torrent {
@@ -1569,7 +1590,9 @@ impl Engine {
                 {
                     break;
                 }
-                tor.candidates.insert(addr, Candidate::Connected);
+                let failures = tor.candidates.get(&addr).map_or(0, |c| c.failures());
+                tor.candidates
+                    .insert(addr, Candidate::Connected { failures });
                 self.actions.push_back(Action::Dial {
                     torrent: TorrentId(i),
                     addr,
