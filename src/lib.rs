@@ -6,35 +6,54 @@
 //! ## Layers
 //!
 //! ```text
-//!             CLI (src/main.rs, src/cli/)          tools/ (swarm lab, benchmarks)
+//!             CLI (src/main.rs, src/cli/)          tools/ (throughput driver)
 //!                          |
-//!        net/  — the ONLY code that touches mio, sockets, the clock, threads   [not yet]
-//!                          |  handle_*(now, ...)  /  poll_*()
-//!        engine/ — sans-IO: torrents, peers, picker, choker                    [not yet]
+//!        net/  — the ONLY code that touches mio, sockets, the clock, signals, threads
+//!         reactor: Poll loop, Slab of connections (slab key + 16 == mio Token == PeerKey),
+//!                  writev of queued Bytes, token-bucket rate limits, hashing threads
+//!                          |  handle_*(now, ...)  /  poll_action(), poll_timeout()
+//!        engine/ — sans-IO: torrents, peers, picker, choker, pipelining, rates
 //!                          |
-//!   wire/ [not yet]  tracker/ [not yet]  bencode/  metainfo/  storage/
+//!   wire/  bencode/  metainfo/  storage/ (layout math pure; mmap backend apart)
 //! ```
-//!
-//! What exists today:
 //!
 //! - [`bencode`]: zero-copy decoder (values borrow the input and know their byte span) and
 //!   encoder; hostile input gets an error with a byte offset, never a panic or unbounded work.
 //! - [`metainfo`]: .torrent parsing and creation; the info hash is the SHA-1 of the raw `info`
 //!   span; [`metainfo::Layout`] does the piece/block/file arithmetic with index types that
 //!   cannot be out of range; path safety so no torrent writes outside its folder.
-//! - [`storage`]: the seam the engine will use. [`storage::MmapStorage`] maps files in bounded
+//! - [`storage`]: the seam the engine uses. [`storage::MmapStorage`] maps files in bounded
 //!   windows and hands out blocks as zero-copy `bytes::Bytes`; writes go through `pwrite`, so
 //!   no `&mut [u8]` ever aliases a mapping that backs outstanding blocks; a file truncated
 //!   under a mapping is detected (SIGBUS is caught and turned into an error) instead of
 //!   crashing. [`storage::MemStorage`] is the in-memory backend for tests. Piece verification
-//!   and the resume record live here too.
+//!   (the only way to get a [`storage::verify::VerifiedPiece`]) and the resume record live
+//!   here too.
+//! - [`wire`]: the peer protocol codec: handshake, every BEP 3 message (and the BEP 6/10 ids,
+//!   parsed and ignored); the length prefix is capped before anything is buffered; piece
+//!   payloads are split off the receive buffer without copying.
+//! - [`engine`]: the sans-IO core. Input is `handle_*(now, ..)`, output is
+//!   [`engine::Engine::poll_action`] and queued bytes; time is an argument and timers are data.
+//!   [`engine::picker`] (rarest first, random first pieces, partial pieces first, endgame),
+//!   [`engine::choker`] (tit-for-tat, optimistic unchoke, seeding rotation).
+//! - [`net`]: [`net::Reactor`] runs the engine over real sockets; [`net::hasher`] verifies
+//!   pieces on helper threads; [`net::limiter`] token buckets; [`net::clock`] is the crate's
+//!   only clock read.
 //!
-//! Data flow, once the engine lands: a peer's `request` becomes
-//! [`storage::Storage::read_block`], whose `Bytes` goes to the socket with `writev`; a
-//! received block goes to [`storage::Storage::write_block`]; a complete piece is checked with
-//! [`storage::Storage::hash_piece`] before it counts.
+//! ## Data flow
 //!
-//! Not implemented yet: the peer wire protocol, the engine, the reactor, trackers.
+//! Upload: a peer's `request` is validated against the layout and our verified pieces,
+//! queued, and served while the peer's send buffer has room: [`storage::Storage::read_block`]
+//! returns a `Bytes` slice of the mapping (after a `mincore` residency check, so the loop
+//! never faults on disk), queued behind a 13-byte header and written with `writev`.
+//!
+//! Download: the reactor reads into a per-connection `BytesMut`; the codec splits off each
+//! block; [`storage::Storage::write_block`] `pwrite`s it; a complete piece becomes
+//! `Action::VerifyPiece`, hashed on a helper thread, and only a verified piece is announced
+//! with `have` and served.
+//!
+//! Not implemented yet: trackers (client and server), the swarm lab, BEP 10 extensions,
+//! magnet links, DHT, v2 torrents.
 
 pub mod bencode;
 pub mod bitfield;

@@ -115,6 +115,10 @@ pub struct Reactor {
     read_paused: Vec<usize>,
     write_paused: Vec<usize>,
     resume_at: Option<Instant>,
+    /// While parked connections are resumed: how many share the credit, so the first one
+    /// does not take it all.
+    sharing: u64,
+    rotate: usize,
 }
 
 /// Credit a rate limiter may hold: two blocks with headers, or 5 ms at the rate when that is
@@ -123,6 +127,12 @@ pub struct Reactor {
 /// rate exact, while no second ever carries more than `rate + burst`.
 fn limiter_burst(rate: u64) -> u64 {
     (2 * (u64::from(crate::metainfo::BLOCK_LEN) + 13)).max(rate / 200)
+}
+
+/// A connection's part of `avail` bytes of credit shared by `sharing` connections: an equal
+/// share, but at least a block so every turn makes progress.
+fn fair(avail: u64, sharing: u64) -> usize {
+    (avail / sharing.max(1)).max(16 * 1024 + 13).min(avail) as usize
 }
 
 fn key_of(token: Token) -> Option<usize> {
@@ -165,6 +175,8 @@ impl Reactor {
             read_paused: Vec::new(),
             write_paused: Vec::new(),
             resume_at: None,
+            sharing: 1,
+            rotate: 0,
         })
     }
 
@@ -257,16 +269,28 @@ impl Reactor {
             }
             if self.resume_at.is_some_and(|t| now >= t) {
                 self.resume_at = None;
-                for k in std::mem::take(&mut self.read_paused) {
-                    if self.conns.contains(k) {
-                        self.read(now, k, engine);
+                // Round robin: each parked connection gets an equal share of the credit, and
+                // the order rotates so no connection is always first.
+                let mut reads = std::mem::take(&mut self.read_paused);
+                let mut writes = std::mem::take(&mut self.write_paused);
+                for (list, write) in [(&mut reads, false), (&mut writes, true)] {
+                    if list.len() > 1 {
+                        let r = self.rotate % list.len();
+                        list.rotate_left(r);
                     }
-                }
-                for k in std::mem::take(&mut self.write_paused) {
-                    if self.conns.contains(k) {
-                        self.write(now, k, engine);
+                    self.sharing = list.len().max(1) as u64;
+                    for &k in list.iter() {
+                        if self.conns.contains(k) {
+                            if write {
+                                self.write(now, k, engine);
+                            } else {
+                                self.read(now, k, engine);
+                            }
+                        }
                     }
+                    self.sharing = 1;
                 }
+                self.rotate = self.rotate.wrapping_add(1);
             }
             if now >= next_connect_check {
                 next_connect_check = now + Duration::from_millis(500);
@@ -408,7 +432,7 @@ impl Reactor {
                     self.pause(k, at, false);
                     return;
                 }
-                limit = avail as usize;
+                limit = fair(avail, self.sharing);
             }
             let Some(c) = self.conns.get_mut(k) else {
                 return;
@@ -431,6 +455,11 @@ impl Reactor {
                 unsafe { c.inbuf.set_len(c.inbuf.len() + n) };
                 engine.handle_bytes(now, key, &mut c.inbuf);
                 if !self.conns.contains(k) {
+                    return;
+                }
+                if self.sharing > 1 {
+                    // Its share is used: back in line for the next round of credit.
+                    self.repark(now, k, false);
                     return;
                 }
                 continue;
@@ -465,7 +494,7 @@ impl Reactor {
                         self.pause(k, at, true);
                         return;
                     }
-                    limit = avail as usize;
+                    limit = fair(avail, self.sharing);
                 }
             }
             let Some(c) = self.conns.get_mut(k) else {
@@ -507,7 +536,11 @@ impl Reactor {
                     if let Some(b) = self.up.as_mut() {
                         b.consume(w as u64);
                     }
-                    engine.consume_output(now, key, w)
+                    engine.consume_output(now, key, w);
+                    if self.sharing > 1 && engine.output_len(key) > 0 {
+                        self.repark(now, k, true);
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !c.writable {
@@ -543,6 +576,19 @@ impl Reactor {
             list.push(k);
         }
         self.resume_at = Some(self.resume_at.map_or(at, |r| r.min(at)));
+    }
+
+    /// Parks a connection that used its share of rate-limit credit.
+    fn repark(&mut self, now: Instant, k: usize, write: bool) {
+        let bucket = if write {
+            self.up.as_mut()
+        } else {
+            self.down.as_mut()
+        };
+        if let Some(b) = bucket {
+            let at = b.ready_at(now, 16 * 1024);
+            self.pause(k, at, write);
+        }
     }
 
     fn drop_conn(&mut self, k: usize) {
