@@ -250,9 +250,8 @@ impl Driver for Session {
                     human_bytes(s.downloaded),
                     human_bytes((s.downloaded as f64 / secs.max(1e-9)) as u64)
                 ));
-                if let Some(f) = self.save.as_mut() {
-                    f(engine);
-                }
+                // No resume save here: it would fsync the whole download on the network
+                // thread. The record is written at exit and every five minutes.
             }
             Action::TorrentFailed { error, .. } => self.failed = Some(error.clone()),
             _ => {}
