@@ -62,4 +62,5 @@ pub mod metainfo;
 pub mod net;
 pub mod rng;
 pub mod storage;
+pub mod tracker;
 pub mod wire;
