@@ -898,10 +898,10 @@ fn endgame_cancels_the_duplicate_request_when_a_block_arrives() {
     t.send(b, &[other]);
     t.verify();
     assert!(t.e.is_complete(t.t));
+    // Both are seeds like us now: nothing left to trade.
     assert_eq!(
-        t.msgs(a),
-        Vec::<Message>::new(),
-        "a was closed as a fellow seed, nothing more is sent to it"
+        t.closes(),
+        vec![(a, CloseReason::BothSeeds), (b, CloseReason::BothSeeds)]
     );
 }
 
