@@ -282,6 +282,8 @@ struct Peer {
     requests: VecDeque<BlockRef>,
     /// Blocks it requested from us, to serve in order.
     queue: VecDeque<BlockRef>,
+    /// How many blocks at the front of `queue` were already asked of the disk.
+    prefetched: usize,
     out: VecDeque<Bytes>,
     out_len: usize,
     flush_queued: bool,
@@ -289,6 +291,8 @@ struct Peer {
     up: Rate,
     target_queue: u32,
     slow_start: bool,
+    /// Payload bytes queued for the socket but not yet taken by it.
+    unsent_payload: u64,
     connected_at: Instant,
     last_recv: Instant,
     last_send: Instant,
@@ -326,6 +330,7 @@ impl Peer {
             counted_as_seed: false,
             requests: VecDeque::new(),
             queue: VecDeque::new(),
+            prefetched: 0,
             out: VecDeque::new(),
             out_len: 0,
             flush_queued: false,
@@ -333,6 +338,7 @@ impl Peer {
             up: Rate::default(),
             target_queue: cfg.min_queue,
             slow_start: true,
+            unsent_payload: 0,
             connected_at: now,
             last_recv: now,
             last_send: now,
@@ -404,6 +410,8 @@ impl fmt::Debug for Engine {
 }
 
 const TICK: Duration = Duration::from_secs(1);
+/// Bytes of a peer's queued requests read ahead from disk when the next one is not in memory.
+const PREFETCH_AHEAD: u64 = 4 << 20;
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 impl Engine {
@@ -681,13 +689,14 @@ impl Engine {
         }
         if p.outbound {
             // Back to the dial list with a backoff, unless there is no point.
-            let keep = !matches!(
-                reason,
-                CloseReason::Banned
-                    | CloseReason::SelfConnection
-                    | CloseReason::UnknownTorrent
-                    | CloseReason::Duplicate
-            ) && !(p.bits.is_full() && tor.picker.is_complete());
+            let keep =
+                !matches!(
+                    reason,
+                    CloseReason::Banned
+                        | CloseReason::SelfConnection
+                        | CloseReason::UnknownTorrent
+                        | CloseReason::Duplicate
+                ) && !(p.phase == Phase::Active && p.bits.is_full() && tor.picker.is_complete());
             if keep {
                 let failures = tor.candidates.get(&p.addr).map_or(0, |c| c.failures());
                 // A connection that got going resets the backoff; a failed dial grows it.
@@ -767,8 +776,21 @@ impl Engine {
     /// The socket took `n` bytes of the peer's output.
     pub fn consume_output(&mut self, now: Instant, k: PeerKey, mut n: usize) {
         let send_buffer = self.cfg.send_buffer;
-        let Some(p) = self.peer_mut(k) else { return };
+        let Some(p) = self.peers.get_mut(k.0).and_then(Option::as_mut) else {
+            return;
+        };
         p.out_len -= n.min(p.out_len);
+        // Upload accounting: payload counts once the socket has it. Protocol messages are
+        // interleaved, so this can credit a few bytes of them as payload (under 0.1%).
+        let paid = (n as u64).min(p.unsent_payload);
+        if paid > 0 {
+            p.unsent_payload -= paid;
+            p.up.add(paid);
+            if let Some(tor) = p.torrent.and_then(|t| self.torrents.get_mut(t.0)) {
+                tor.up.add(paid);
+                tor.uploaded += paid;
+            }
+        }
         while n > 0 {
             let Some(front) = p.out.front_mut() else {
                 break;
@@ -1038,6 +1060,9 @@ impl Engine {
                         b.piece().get() == index && b.offset() == begin && b.len() == length
                     }) {
                         p.queue.remove(i);
+                        if i < p.prefetched {
+                            p.prefetched -= 1;
+                        }
                     }
                 }
             }
@@ -1206,7 +1231,10 @@ impl Engine {
         let unchoked = self.torrents[t.0]
             .peers
             .iter()
-            .filter(|o| self.peer(**o).is_some_and(|p| !p.am_choking))
+            .filter(|o| {
+                self.peer(**o)
+                    .is_some_and(|p| !p.am_choking && p.peer_interested)
+            })
             .count();
         if unchoked < slots && self.peer(k).is_some_and(|p| p.am_choking) {
             self.set_choke(now, k, false);
@@ -1222,6 +1250,7 @@ impl Engine {
         if choke {
             // BEP 3: choking discards the peer's pending requests.
             p.queue.clear();
+            p.prefetched = 0;
         }
         let m = if choke {
             Message::Choke
@@ -1325,9 +1354,21 @@ impl Engine {
                 break;
             };
             if !tor.storage.is_resident(b) {
-                // Never fault on the loop: ask for the pages, come back shortly.
-                tor.storage.prefetch(b);
-                p.serve_after = Some(now + Duration::from_millis(5));
+                // Never fault on the loop: ask the disk for this block and the ones queued
+                // behind it (up to PREFETCH_AHEAD bytes, each asked for once), and come back
+                // shortly. Reading ahead keeps the disk busy instead of one block per wake-up.
+                let mut ahead = 0u64;
+                for (i, qb) in p.queue.iter().enumerate() {
+                    if ahead >= PREFETCH_AHEAD {
+                        break;
+                    }
+                    ahead += u64::from(qb.len());
+                    if i >= p.prefetched {
+                        tor.storage.prefetch(*qb);
+                        p.prefetched = i + 1;
+                    }
+                }
+                p.serve_after = Some(now + Duration::from_millis(2));
                 break;
             }
             let data = match tor.storage.read_block(b) {
@@ -1338,6 +1379,7 @@ impl Engine {
                 }
             };
             p.queue.pop_front();
+            p.prefetched = p.prefetched.saturating_sub(1);
             if self.header_buf.capacity() - self.header_buf.len() < wire::PIECE_HEADER_LEN {
                 self.header_buf.reserve(wire::PIECE_HEADER_LEN * 256);
             }
@@ -1348,9 +1390,8 @@ impl Engine {
             p.out_len += header.len() + data.len();
             p.out.push_back(header);
             p.out.push_back(data);
-            p.up.add(len);
-            tor.up.add(len);
-            tor.uploaded += len;
+            // Counted as uploaded when the socket takes it (consume_output), not now.
+            p.unsent_payload += len;
             queued = true;
         }
         if queued {
@@ -1397,7 +1438,6 @@ impl Engine {
                     let tor = &mut self.torrents[t.0];
                     if !tor.complete_reported {
                         tor.complete_reported = true;
-                        let _ = tor.storage.flush();
                         self.actions.push_back(Action::TorrentComplete(t));
                     }
                     for k in peers {
@@ -1515,10 +1555,13 @@ impl Engine {
             // Pipeline depth: bandwidth x delay in blocks, after slow start.
             let rate = p.down.per_second();
             let last = p.down.last_second();
+            let before = p.down.second_before_last();
+            // Slow start ends when a second brought less than 10% more than the one before:
+            // more requests in flight no longer buy more rate.
             if p.slow_start
                 && p.target_queue > self.cfg.min_queue + 8
-                && last > 0
-                && last < rate / 2
+                && before > 0
+                && last * 10 < before * 11
             {
                 p.slow_start = false;
             }

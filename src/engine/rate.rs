@@ -45,6 +45,15 @@ impl Rate {
         }
     }
 
+    /// Bytes in the second before the last completed one (0 until two seconds passed).
+    pub fn second_before_last(&self) -> u64 {
+        if self.filled < 2 {
+            0
+        } else {
+            self.buckets[1]
+        }
+    }
+
     /// Bytes counted since creation.
     pub fn total(&self) -> u64 {
         self.total
