@@ -2,6 +2,7 @@
 //! the mio reactor, connections, dialing. The only place in the crate allowed to do so.
 
 pub mod clock;
+pub mod dns;
 pub mod hasher;
 pub mod limiter;
 pub mod reactor;
