@@ -8,7 +8,9 @@ use bitmill::net::{clock, Reactor, ReactorConfig};
 use bitmill::storage::{content_files, resume, Allocation, MmapOptions, MmapStorage, OpenMode};
 use clap::Args;
 
-use super::session::{engine_config, initial_have, record_path, save_resume, Session};
+use super::session::{
+    engine_config, initial_have, record_path, save_resume, tracker_client, Session,
+};
 use super::{human_bytes, load_torrent, CliResult};
 
 #[derive(Args, Debug)]
@@ -49,6 +51,9 @@ pub(crate) struct DownloadArgs {
     /// Peers unchoked at once by tit-for-tat (plus one optimistic unchoke).
     #[arg(long, default_value_t = 4, value_name = "N")]
     upload_slots: usize,
+    /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
+    #[arg(long)]
+    no_trackers: bool,
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
@@ -131,6 +136,11 @@ pub(crate) fn run(a: DownloadArgs) -> CliResult {
     }
     if let Some(addr) = reactor.local_addr() {
         eprintln!("listening on {addr}");
+        if !a.no_trackers {
+            if let Some(c) = tracker_client(&m, engine.peer_id(), addr.port()) {
+                reactor.add_tracker_client(t, c);
+            }
+        }
     }
     let total = m.info.total_length();
     let mut session = Session::new(t, &m.info.name, total, a.quiet, a.seed_after, now);

@@ -8,7 +8,9 @@ use bitmill::net::{clock, Reactor, ReactorConfig};
 use bitmill::storage::{content_files, resume, MmapOptions, MmapStorage, OpenMode};
 use clap::Args;
 
-use super::session::{engine_config, initial_have, record_path, save_resume, Session};
+use super::session::{
+    engine_config, initial_have, record_path, save_resume, tracker_client, Session,
+};
 use super::verify::resolve_content;
 use super::{human_bytes, load_torrent, CliResult};
 
@@ -40,6 +42,9 @@ pub(crate) struct SeedArgs {
     /// Peers unchoked at once by tit-for-tat (plus one optimistic unchoke).
     #[arg(long, default_value_t = 4, value_name = "N")]
     upload_slots: usize,
+    /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
+    #[arg(long)]
+    no_trackers: bool,
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
@@ -86,6 +91,11 @@ pub(crate) fn run(a: SeedArgs) -> CliResult {
     .map_err(|e| format!("listen on {}: {e}", a.listen))?;
     if let Some(addr) = reactor.local_addr() {
         eprintln!("listening on {addr}");
+        if !a.no_trackers {
+            if let Some(c) = tracker_client(&m, engine.peer_id(), addr.port()) {
+                reactor.add_tracker_client(t, c);
+            }
+        }
     }
     let mut session = Session::new(t, &m.info.name, m.info.total_length(), a.quiet, true, now);
     let result = reactor.run(&mut engine, &mut session);

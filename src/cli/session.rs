@@ -12,6 +12,8 @@ use bitmill::net::{Control, Driver};
 use bitmill::rng::Rng;
 use bitmill::storage::resume::{self, FileStamp, ResumeRecord};
 use bitmill::storage::FileSpec;
+use bitmill::tracker::client::{AnnounceParams, ClientEvent, TrackerClient};
+use bitmill::tracker::Event;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::hashing::{default_threads, hash_pieces, progress_bar};
@@ -296,4 +298,58 @@ impl Driver for Session {
         self.interrupted = true;
         Control::Stop
     }
+
+    fn on_tracker_event(&mut self, _now: Instant, _t: TorrentId, ev: &ClientEvent) {
+        let line = match ev {
+            ClientEvent::UnsupportedUrl { url } => {
+                format!("tracker {url}: not supported (only http:// and udp://)")
+            }
+            ClientEvent::Announced {
+                url,
+                event,
+                peers,
+                complete,
+                incomplete,
+                next_in,
+            } => {
+                let counts = match (complete, incomplete) {
+                    (Some(c), Some(i)) => format!(", {c} seeds, {i} leechers"),
+                    _ => String::new(),
+                };
+                let ev = match event {
+                    Event::None => String::new(),
+                    e => format!(" ({e:?})").to_lowercase(),
+                };
+                format!(
+                    "tracker {url}{ev}: {peers} peers{counts}; next in {} s",
+                    next_in.as_secs()
+                )
+            }
+            ClientEvent::Warning { url, message } => format!("tracker {url} warns: {message}"),
+            ClientEvent::Failed { url, error } => format!("tracker {url}: {error}"),
+            ClientEvent::Switched { from, to } => format!("tracker {from} failed; trying {to}"),
+            ClientEvent::GaveUp { failures, retry_in } => {
+                format!(
+                    "no tracker answered ({failures} failures); retrying in {} s",
+                    retry_in.as_secs()
+                )
+            }
+            ClientEvent::Stopped { .. } => return,
+        };
+        self.say(&line);
+    }
+}
+
+/// A tracker client for the torrent's trackers (`None` when it lists none).
+pub(crate) fn tracker_client(m: &Metainfo, peer_id: [u8; 20], port: u16) -> Option<TrackerClient> {
+    let tiers = m.tracker_tiers();
+    if tiers.is_empty() {
+        return None;
+    }
+    let params = AnnounceParams {
+        info_hash: m.info_hash.0,
+        peer_id,
+        port,
+    };
+    Some(TrackerClient::new(tiers, params, Rng::new(entropy())))
 }

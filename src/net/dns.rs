@@ -41,20 +41,41 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver that will wake the poll registry with `token` when an answer is ready.
     pub fn new(token: Token) -> Resolver {
-        Resolver { tx: None, rx: None, thread: None, waker: None, token, cache: HashMap::new(), ready: Vec::new() }
+        Resolver {
+            tx: None,
+            rx: None,
+            thread: None,
+            waker: None,
+            token,
+            cache: HashMap::new(),
+            ready: Vec::new(),
+        }
     }
 
     /// Asks for `host:port`. Literal IPs and cached names are answered immediately (see
     /// [`Resolver::poll`]); others after a wake-up.
-    pub fn resolve(&mut self, now: Instant, registry: &Registry, id: u64, host: &str, port: u16) -> io::Result<()> {
+    pub fn resolve(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        id: u64,
+        host: &str,
+        port: u16,
+    ) -> io::Result<()> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            self.ready.push(Answer { id, result: Ok(vec![SocketAddr::new(ip, port)]) });
+            self.ready.push(Answer {
+                id,
+                result: Ok(vec![SocketAddr::new(ip, port)]),
+            });
             return Ok(());
         }
         if let Some((at, addrs)) = self.cache.get(&(host.to_string(), port)) {
             if now.saturating_duration_since(*at) < CACHE_FOR {
-                self.ready.push(Answer { id, result: Ok(addrs.clone()) });
+                self.ready.push(Answer {
+                    id,
+                    result: Ok(addrs.clone()),
+                });
                 return Ok(());
             }
         }
@@ -63,18 +84,20 @@ impl Resolver {
             let (tx, jobs) = channel::<(u64, String, u16)>();
             let (done_tx, rx) = channel();
             let w = Arc::clone(&waker);
-            let thread = std::thread::Builder::new().name("bitmill-dns".into()).spawn(move || {
-                while let Ok((id, host, port)) = jobs.recv() {
-                    let r = (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map(|a| a.collect::<Vec<_>>())
-                        .map_err(|e| format!("cannot resolve {host}: {e}"));
-                    if done_tx.send((id, host, port, r)).is_err() {
-                        return;
+            let thread = std::thread::Builder::new()
+                .name("bitmill-dns".into())
+                .spawn(move || {
+                    while let Ok((id, host, port)) = jobs.recv() {
+                        let r = (host.as_str(), port)
+                            .to_socket_addrs()
+                            .map(|a| a.collect::<Vec<_>>())
+                            .map_err(|e| format!("cannot resolve {host}: {e}"));
+                        if done_tx.send((id, host, port, r)).is_err() {
+                            return;
+                        }
+                        let _ = w.wake();
                     }
-                    let _ = w.wake();
-                }
-            })?;
+                })?;
             self.tx = Some(tx);
             self.rx = Some(rx);
             self.thread = Some(thread);

@@ -112,8 +112,14 @@ mod tests {
                 err * 100.0
             );
             // Exactly: ten seconds of rate plus the initial credit, less at most one wait.
-            assert!(total <= rate * 10 + burst, "rate {rate}: {total} bytes in 10 s");
-            assert!(total + burst + rate / 100 >= rate * 10, "rate {rate}: {total} bytes in 10 s");
+            assert!(
+                total <= rate * 10 + burst,
+                "rate {rate}: {total} bytes in 10 s"
+            );
+            assert!(
+                total + burst + rate / 100 >= rate * 10,
+                "rate {rate}: {total} bytes in 10 s"
+            );
             for w in 0..9 {
                 let lo = Duration::from_millis(w * 1000 + 500);
                 let in_window: u64 = moved

@@ -1,6 +1,7 @@
 //! Everything that touches the operating system's network, the clock, signals and threads:
 //! the mio reactor, connections, dialing. The only place in the crate allowed to do so.
 
+mod announcer;
 pub mod clock;
 pub mod dns;
 pub mod hasher;

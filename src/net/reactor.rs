@@ -27,6 +27,7 @@ use slab::Slab;
 
 use crate::engine::{Action, CloseReason, Engine, PeerKey};
 use crate::metainfo::Info;
+use crate::net::announcer::{Announcer, DNS_TOKEN, HTTP_BASE, UDP_TOKEN};
 use crate::net::hasher::Hasher;
 use crate::net::limiter::TokenBucket;
 use crate::net::{clock, signals};
@@ -89,7 +90,18 @@ pub trait Driver {
     fn on_signal(&mut self) -> Control {
         Control::Stop
     }
+    /// Something a torrent's tracker client reports (announced, warning, failure, ...).
+    fn on_tracker_event(
+        &mut self,
+        _now: Instant,
+        _torrent: crate::engine::TorrentId,
+        _event: &crate::tracker::client::ClientEvent,
+    ) {
+    }
 }
+
+/// How long `stopped` announces may take at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Conn {
@@ -108,6 +120,7 @@ pub struct Reactor {
     cfg: ReactorConfig,
     local: Option<std::net::SocketAddr>,
     hasher: Option<Hasher>,
+    announcer: Announcer,
     down: Option<TokenBucket>,
     up: Option<TokenBucket>,
     /// Connections with data to read or write but no rate-limit credit, and when credit
@@ -170,6 +183,9 @@ impl Reactor {
             cfg,
             local,
             hasher: None,
+            announcer: Announcer::new(
+                clock::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()),
+            ),
             down: cfg_down,
             up: cfg_up,
             read_paused: Vec::new(),
@@ -203,6 +219,15 @@ impl Reactor {
         Ok(())
     }
 
+    /// Announces `torrent` with `client` (started now; `stopped` is sent at shutdown).
+    pub fn add_tracker_client(
+        &mut self,
+        torrent: crate::engine::TorrentId,
+        client: crate::tracker::client::TrackerClient,
+    ) {
+        self.announcer.add(clock::now(), torrent, client);
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.conns.len()
@@ -213,6 +238,7 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         let mut next_ui = clock::now();
         let mut next_connect_check = clock::now();
+        let mut stopping: Option<Instant> = None;
         loop {
             let now = clock::now();
             let mut deadline = next_ui;
@@ -222,19 +248,46 @@ impl Reactor {
             if let Some(t) = self.resume_at {
                 deadline = deadline.min(t);
             }
+            if let Some(t) = self.announcer.poll_timeout() {
+                deadline = deadline.min(t);
+            }
+            if let Some(t) = stopping {
+                deadline = deadline.min(t);
+            }
             let timeout = deadline.saturating_duration_since(now);
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            if signals::take() && driver.on_signal() == Control::Stop {
+            if signals::take()
+                && stopping.is_none()
+                && driver.on_signal() == Control::Stop
+                && !self.begin_stop(&mut stopping)
+            {
                 return Ok(());
             }
             let now = clock::now();
             for ev in events.iter() {
                 if ev.token() == LISTENER {
                     self.accept(now, engine)?;
+                    continue;
+                }
+                if ev.token() == DNS_TOKEN {
+                    self.announcer.resolved(now, engine, self.poll.registry());
+                    self.report(now, driver);
+                    continue;
+                }
+                if ev.token() == UDP_TOKEN {
+                    self.announcer
+                        .udp_readable(now, engine, self.poll.registry());
+                    self.report(now, driver);
+                    continue;
+                }
+                if ev.token().0 >= HTTP_BASE {
+                    self.announcer
+                        .http_event(now, ev.token(), engine, self.poll.registry());
+                    self.report(now, driver);
                     continue;
                 }
                 if ev.token() == HASHER {
@@ -297,13 +350,43 @@ impl Reactor {
                 self.expire_connects(now, engine);
             }
             self.actions(now, engine, driver);
+            if (now >= next_ui || self.announcer.poll_timeout().is_some_and(|t| now >= t))
+                && !self.announcer.is_empty()
+            {
+                self.announcer.drive(now, engine, self.poll.registry());
+                self.report(now, driver);
+            }
+            if let Some(end) = stopping {
+                if now >= end || self.announcer.all_idle() {
+                    return Ok(());
+                }
+                continue;
+            }
             if now >= next_ui {
                 next_ui = now + self.cfg.tick;
-                if driver.on_tick(now, engine) == Control::Stop {
+                if driver.on_tick(now, engine) == Control::Stop && !self.begin_stop(&mut stopping) {
                     return Ok(());
                 }
                 self.actions(now, engine, driver);
             }
+        }
+    }
+
+    /// Starts the shutdown: trackers get `stopped`. Returns false when there is nothing to
+    /// wait for.
+    fn begin_stop(&mut self, stopping: &mut Option<Instant>) -> bool {
+        if self.announcer.is_empty() {
+            return false;
+        }
+        let now = clock::now();
+        self.announcer.stop_all(now);
+        *stopping = Some(now + STOP_GRACE);
+        true
+    }
+
+    fn report(&mut self, now: Instant, driver: &mut dyn Driver) {
+        for (t, ev) in self.announcer.take_reported() {
+            driver.on_tracker_event(now, t, &ev);
         }
     }
 
@@ -619,6 +702,9 @@ impl Reactor {
                     }
                 },
                 ev @ (Action::TorrentComplete(_) | Action::TorrentFailed { .. }) => {
+                    if let Action::TorrentComplete(t) = ev {
+                        self.announcer.completed(now, t);
+                    }
                     driver.on_event(now, engine, &ev)
                 }
             }

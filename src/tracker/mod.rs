@@ -127,3 +127,76 @@ impl fmt::Display for TrackerError {
 }
 
 impl std::error::Error for TrackerError {}
+
+/// The parts of a tracker URL the network layer needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlParts {
+    /// `http` or `udp` (lower case).
+    pub scheme: String,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// Port (80 for HTTP when absent; required for UDP).
+    pub port: u16,
+}
+
+/// Splits `scheme://host[:port][/path...]`. Only `http` and `udp` are accepted.
+pub fn url_parts(url: &str) -> Result<UrlParts, TrackerError> {
+    let bad = |why: &str| TrackerError::BadUrl(format!("{url}: {why}"));
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "udp" {
+        return Err(bad("only http:// and udp:// trackers are supported"));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        Some(p) => p.parse::<u16>().map_err(|_| bad("bad port"))?,
+        None if scheme == "http" => 80,
+        None => return Err(bad("udp trackers need a port")),
+    };
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    Ok(UrlParts { scheme, host, port })
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn splits_tracker_urls() {
+        let p = url_parts("http://127.0.0.1:6969/announce?x=1").unwrap();
+        assert_eq!(
+            (p.scheme.as_str(), p.host.as_str(), p.port),
+            ("http", "127.0.0.1", 6969)
+        );
+        let p = url_parts("HTTP://tracker.example/announce").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("tracker.example", 80));
+        let p = url_parts("udp://[::1]:1337/announce").unwrap();
+        assert_eq!(
+            (p.scheme.as_str(), p.host.as_str(), p.port),
+            ("udp", "::1", 1337)
+        );
+        assert!(
+            url_parts("udp://tracker.example/announce").is_err(),
+            "udp needs a port"
+        );
+        assert!(url_parts("https://tracker.example/announce").is_err());
+        assert!(url_parts("http://:80/").is_err());
+        assert!(url_parts("http://h:99999/").is_err());
+        assert!(url_parts("nonsense").is_err());
+    }
+}
