@@ -1267,12 +1267,6 @@ fn pair_one(s: &Setup, a: &PairArgs, run: usize) -> R<PairRun> {
         warm,
         r.complete_line.trim()
     );
-    if !r.foreign.is_empty() {
-        eprintln!(
-            "run {run}: other bitmill processes were running: {}",
-            r.foreign.join(", ")
-        );
-    }
     Ok(r)
 }
 
@@ -1351,8 +1345,8 @@ fn pair(a: PairArgs) -> R<()> {
     t.push_str(&format!(
         "# {} runs of {} seed -> download; GB = 1e9 bytes; times from spawning the download; \
          cpu = user+system s per GiB (seeder: during the transfer); peak Rss sampled every 50 ms; \
-         1st_byte = until the seeder's first write (50 ms samples); stall = longest time after that in which the seeder wrote nothing, until `complete`; other_cores = CPU used by \
-         other processes during the run\n",
+         1st_byte = until the seeder's first write (50 ms samples); stall = longest time after that in which the seeder wrote nothing, until `complete` (50 ms resolution: ~50 means no stall); other_cores = CPU used by \
+         other processes (ksoftirqd not counted) from spawning the download to stopping the seeder\n",
         a.runs,
         fmt_size(c.size)
     ));

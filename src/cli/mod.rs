@@ -9,6 +9,7 @@ mod hashing;
 mod info;
 mod seed;
 mod session;
+mod tracker;
 mod verify;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// Serve a torrent's complete data to peers until stopped (Ctrl-C).
     Seed(seed::SeedArgs),
+    /// Run a tracker: HTTP and UDP announces on one port.
+    Tracker(tracker::TrackerArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -46,6 +49,7 @@ pub(crate) fn main() -> i32 {
         Command::Verify(a) => verify::run(a),
         Command::Download(a) => download::run(a),
         Command::Seed(a) => seed::run(a),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(code) => code,

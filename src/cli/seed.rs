@@ -45,6 +45,10 @@ pub(crate) struct SeedArgs {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     no_trackers: bool,
+    /// Also run a tracker (HTTP and UDP) on this address in the same process, so one command
+    /// hosts a whole small swarm.
+    #[arg(long, value_name = "ADDR")]
+    tracker: Option<SocketAddr>,
     /// No progress display.
     #[arg(short, long)]
     quiet: bool,
@@ -89,6 +93,22 @@ pub(crate) fn run(a: SeedArgs) -> CliResult {
         ..Default::default()
     })
     .map_err(|e| format!("listen on {}: {e}", a.listen))?;
+    if let Some(addr) = a.tracker {
+        let cfg = super::tracker::tracker_config(&super::tracker::TrackerArgs {
+            listen: addr,
+            whitelist: None,
+            interval: 1800,
+            max_numwant: 50,
+            max_torrents: 100_000,
+            max_peers_per_torrent: 50_000,
+            stats_every: 0,
+            quiet: true,
+        })?;
+        let local = reactor
+            .serve_tracker(addr, cfg, super::session::entropy())
+            .map_err(|e| format!("tracker on {addr}: {e}"))?;
+        eprintln!("tracker listening on {local}");
+    }
     if let Some(addr) = reactor.local_addr() {
         eprintln!("listening on {addr}");
         if !a.no_trackers {

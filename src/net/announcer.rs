@@ -34,6 +34,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 struct Tracked {
     torrent: TorrentId,
     client: TrackerClient,
+    /// `start` is called at the first `drive`, once `left` and friends are known (the
+    /// reactor drives at its first loop turn).
+    started: bool,
 }
 
 /// A request waiting for its name to resolve.
@@ -108,9 +111,12 @@ impl Announcer {
         }
     }
 
-    pub(crate) fn add(&mut self, now: Instant, torrent: TorrentId, mut client: TrackerClient) {
-        client.start(now);
-        self.clients.push(Tracked { torrent, client });
+    pub(crate) fn add(&mut self, torrent: TorrentId, client: TrackerClient) {
+        self.clients.push(Tracked {
+            torrent,
+            client,
+            started: false,
+        });
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -152,12 +158,17 @@ impl Announcer {
         for i in 0..self.clients.len() {
             let t = self.clients[i].torrent;
             let s = engine.stats(t);
-            let c = &mut self.clients[i].client;
+            let tracked = &mut self.clients[i];
+            let c = &mut tracked.client;
             c.set_stats(
                 s.uploaded,
                 s.downloaded,
                 s.total_bytes - s.have_bytes.min(s.total_bytes),
             );
+            if !tracked.started {
+                tracked.started = true;
+                c.start(now);
+            }
             if c.poll_timeout().is_some_and(|d| now >= d) {
                 c.handle_timeout(now);
             }

@@ -8,5 +8,6 @@ pub mod hasher;
 pub mod limiter;
 pub mod reactor;
 pub mod signals;
+mod tracker_front;
 
 pub use reactor::{Control, Driver, Reactor, ReactorConfig};

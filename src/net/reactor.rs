@@ -30,6 +30,7 @@ use crate::metainfo::Info;
 use crate::net::announcer::{Announcer, DNS_TOKEN, HTTP_BASE, UDP_TOKEN};
 use crate::net::hasher::Hasher;
 use crate::net::limiter::TokenBucket;
+use crate::net::tracker_front::{TrackerFront, TRACKER_CONN_BASE, TRACKER_TCP, TRACKER_UDP};
 use crate::net::{clock, signals};
 use crate::storage::FileSpec;
 
@@ -90,6 +91,8 @@ pub trait Driver {
     fn on_signal(&mut self) -> Control {
         Control::Stop
     }
+    /// The counters of the tracker running in this reactor (each tick).
+    fn on_tracker_stats(&mut self, _now: Instant, _stats: &crate::tracker::server::TrackerStats) {}
     /// Something a torrent's tracker client reports (announced, warning, failure, ...).
     fn on_tracker_event(
         &mut self,
@@ -121,6 +124,7 @@ pub struct Reactor {
     local: Option<std::net::SocketAddr>,
     hasher: Option<Hasher>,
     announcer: Announcer,
+    tracker: Option<TrackerFront>,
     down: Option<TokenBucket>,
     up: Option<TokenBucket>,
     /// Connections with data to read or write but no rate-limit credit, and when credit
@@ -183,6 +187,7 @@ impl Reactor {
             cfg,
             local,
             hasher: None,
+            tracker: None,
             announcer: Announcer::new(
                 clock::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()),
             ),
@@ -225,7 +230,26 @@ impl Reactor {
         torrent: crate::engine::TorrentId,
         client: crate::tracker::client::TrackerClient,
     ) {
-        self.announcer.add(clock::now(), torrent, client);
+        self.announcer.add(torrent, client);
+    }
+
+    /// Runs a tracker (HTTP and UDP on `addr`'s port) in this reactor. Returns the bound
+    /// address.
+    pub fn serve_tracker(
+        &mut self,
+        addr: std::net::SocketAddr,
+        config: crate::tracker::server::TrackerConfig,
+        seed: u64,
+    ) -> io::Result<std::net::SocketAddr> {
+        let front = TrackerFront::bind(addr, config, seed, self.poll.registry(), clock::now())?;
+        let local = front.local_addr();
+        self.tracker = Some(front);
+        Ok(local)
+    }
+
+    /// The tracker's counters, if one runs here.
+    pub fn tracker_stats(&self) -> Option<crate::tracker::server::TrackerStats> {
+        self.tracker.as_ref().map(TrackerFront::stats)
     }
 
     /// Open connections.
@@ -251,6 +275,9 @@ impl Reactor {
             if let Some(t) = self.announcer.poll_timeout() {
                 deadline = deadline.min(t);
             }
+            if let Some(t) = self.tracker.as_ref().and_then(TrackerFront::poll_timeout) {
+                deadline = deadline.min(t.max(now));
+            }
             if let Some(t) = stopping {
                 deadline = deadline.min(t);
             }
@@ -271,6 +298,24 @@ impl Reactor {
             for ev in events.iter() {
                 if ev.token() == LISTENER {
                     self.accept(now, engine)?;
+                    continue;
+                }
+                if ev.token() == TRACKER_UDP {
+                    if let Some(t) = self.tracker.as_mut() {
+                        t.udp_readable(now);
+                    }
+                    continue;
+                }
+                if ev.token() == TRACKER_TCP {
+                    if let Some(t) = self.tracker.as_mut() {
+                        t.accept(now, self.poll.registry());
+                    }
+                    continue;
+                }
+                if (TRACKER_CONN_BASE..HTTP_BASE).contains(&ev.token().0) {
+                    if let Some(t) = self.tracker.as_mut() {
+                        t.conn_event(now, ev.token(), self.poll.registry());
+                    }
                     continue;
                 }
                 if ev.token() == DNS_TOKEN {
@@ -345,9 +390,15 @@ impl Reactor {
                 }
                 self.rotate = self.rotate.wrapping_add(1);
             }
-            if now >= next_connect_check {
+            let housekeeping = now >= next_connect_check;
+            if housekeeping {
                 next_connect_check = now + Duration::from_millis(500);
                 self.expire_connects(now, engine);
+            }
+            if let Some(t) = self.tracker.as_mut() {
+                if housekeeping || t.poll_timeout().is_some_and(|x| now >= x) {
+                    t.tick(now, self.poll.registry());
+                }
             }
             self.actions(now, engine, driver);
             if (now >= next_ui || self.announcer.poll_timeout().is_some_and(|t| now >= t))
@@ -364,6 +415,9 @@ impl Reactor {
             }
             if now >= next_ui {
                 next_ui = now + self.cfg.tick;
+                if let Some(t) = self.tracker.as_ref() {
+                    driver.on_tracker_stats(now, &t.stats());
+                }
                 if driver.on_tick(now, engine) == Control::Stop && !self.begin_stop(&mut stopping) {
                     return Ok(());
                 }
