@@ -284,6 +284,8 @@ struct Peer {
     queue: VecDeque<BlockRef>,
     /// How many blocks at the front of `queue` were already asked of the disk.
     prefetched: usize,
+    /// The piece last found wholly in memory.
+    resident_piece: Option<PieceIndex>,
     out: VecDeque<Bytes>,
     out_len: usize,
     flush_queued: bool,
@@ -331,6 +333,7 @@ impl Peer {
             requests: VecDeque::new(),
             queue: VecDeque::new(),
             prefetched: 0,
+            resident_piece: None,
             out: VecDeque::new(),
             out_len: 0,
             flush_queued: false,
@@ -1353,7 +1356,14 @@ impl Engine {
             let Some(b) = p.queue.front().copied() else {
                 break;
             };
-            if !tor.storage.is_resident(b) {
+            // Residency is checked once per piece (blocks of a piece are asked for together);
+            // a piece found resident stays trusted while we serve it.
+            let resident =
+                p.resident_piece == Some(b.piece()) || tor.storage.is_piece_resident(b.piece());
+            if resident {
+                p.resident_piece = Some(b.piece());
+            }
+            if !resident && !tor.storage.is_resident(b) {
                 // Never fault on the loop: ask the disk for this block and the ones queued
                 // behind it (up to PREFETCH_AHEAD bytes, each asked for once), and come back
                 // shortly. Reading ahead keeps the disk busy instead of one block per wake-up.

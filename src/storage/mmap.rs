@@ -63,9 +63,9 @@ pub struct MmapOptions {
 impl Default for MmapOptions {
     fn default() -> Self {
         #[cfg(target_pointer_width = "32")]
-        let (window, max_mapped) = (16 << 20, 128 << 20);
+        let (window, max_mapped) = (16 << 20, 256 << 20);
         #[cfg(not(target_pointer_width = "32"))]
-        let (window, max_mapped) = (64 << 20, 1 << 30);
+        let (window, max_mapped) = (64 << 20, 4 << 30);
         MmapOptions {
             window,
             max_mapped,
@@ -245,6 +245,34 @@ impl MmapStorage {
         resident
     }
 
+    /// Whether every page of a piece is in the page cache. One `mincore` per file window
+    /// the piece touches (a 256 KiB piece: one call), so checking once per piece instead of
+    /// once per block saves most of those calls.
+    pub fn is_piece_resident(&mut self, piece: PieceIndex) -> bool {
+        let spans: Vec<_> = self.layout.piece_spans(piece).collect();
+        for s in spans {
+            if self.files[s.file].spec.pad {
+                continue;
+            }
+            if self.check_available(s.file, s.file_offset, s.len).is_err() {
+                return false;
+            }
+            let (mut pos, end) = (s.file_offset, s.file_offset + s.len);
+            while pos < end {
+                let Ok(w) = self.window_for(s.file, pos) else {
+                    return false;
+                };
+                let (base, bytes) = (self.windows[w].base, self.windows[w].bytes.clone());
+                let chunk_end = end.min(base + bytes.len() as u64);
+                if !mincore_all(&bytes[(pos - base) as usize..(chunk_end - base) as usize]) {
+                    return false;
+                }
+                pos = chunk_end;
+            }
+        }
+        true
+    }
+
     /// Asks the kernel to read a block's pages in the background (`MADV_WILLNEED`).
     pub fn prefetch(&mut self, block: BlockRef) {
         let spans: Vec<_> = self.layout.block_spans(block).collect();
@@ -344,7 +372,10 @@ impl MmapStorage {
                 need: st.need,
             });
         };
-        while self.cached + len > self.max_mapped && !self.windows.is_empty() {
+        // The budget counts windows, not bytes: the overlap must not make a file that fits
+        // in `max_mapped` need one window more than the budget allows (that thrashes).
+        let max_windows = (self.max_mapped / self.window).max(1) as usize;
+        while self.windows.len() >= max_windows && !self.windows.is_empty() {
             let lru = self
                 .windows
                 .iter()
@@ -581,6 +612,10 @@ impl Storage for MmapStorage {
 
     fn prefetch(&mut self, block: BlockRef) {
         MmapStorage::prefetch(self, block)
+    }
+
+    fn is_piece_resident(&mut self, piece: PieceIndex) -> bool {
+        MmapStorage::is_piece_resident(self, piece)
     }
 
     fn recheck(&mut self) -> Result<(), StorageError> {

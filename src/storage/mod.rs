@@ -63,6 +63,11 @@ pub trait Storage {
     /// Starts reading a block's pages in the background.
     fn prefetch(&mut self, _block: BlockRef) {}
 
+    /// Whether every page of a piece is in memory (see [`Storage::is_resident`]).
+    fn is_piece_resident(&mut self, _piece: PieceIndex) -> bool {
+        true
+    }
+
     /// Re-checks that the files are still there at their sizes (call on a timer).
     fn recheck(&mut self) -> Result<(), StorageError> {
         Ok(())
