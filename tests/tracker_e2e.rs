@@ -3,100 +3,10 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
-
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
-        let end = Instant::now() + timeout;
-        if let Some(l) = self.seen.iter().find(|l| l.contains(pat)) {
-            return l.clone();
-        }
-        loop {
-            match self
-                .lines
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(pat) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {pat:?} in {timeout:?}:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn finish(mut self, timeout: Duration) -> (Option<i32>, String) {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(l);
-                }
-                return (st.code(), self.seen.join("\n"));
-            }
-            while let Ok(l) = self.lines.try_recv() {
-                self.seen.push(l);
-            }
-            if Instant::now() > end {
-                let _ = self.child.kill();
-                panic!("did not exit in {timeout:?}:\n{}", self.seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn interrupt(&self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A free loopback port (bound then released: fine on a test machine's loopback).
 fn free_port() -> u16 {

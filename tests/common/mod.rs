@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
 
 /// The `bitmill` binary cargo built for these tests.
 pub fn bitmill() -> Command {
@@ -77,4 +80,108 @@ pub fn tests_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(name)
+}
+
+/// A running bitmill process whose stderr lines we can wait for.
+pub struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn bitmill");
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `pat`; returns it.
+    pub fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(pat)) {
+            return l.clone();
+        }
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(pat) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {pat:?} within {timeout:?}; got:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The listening address it printed.
+    pub fn addr(&mut self) -> String {
+        let l = self.wait_for("listening on ", Duration::from_secs(20));
+        l.trim_start_matches("listening on ").trim().to_string()
+    }
+
+    /// Waits for exit; returns the exit code and all stderr.
+    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(l);
+                }
+                return (st.code(), self.seen.join("\n"));
+            }
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!(
+                    "process did not exit within {timeout:?}:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT: a clean shutdown.
+    pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends `sig` to the process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
