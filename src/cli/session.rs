@@ -353,3 +353,86 @@ pub(crate) fn tracker_client(m: &Metainfo, peer_id: [u8; 20], port: u16) -> Opti
     };
     Some(TrackerClient::new(tiers, params, Rng::new(entropy())))
 }
+
+/// Options `download` and `seed` share: where peers come from, limits, state, display.
+#[derive(clap::Args, Debug)]
+pub(crate) struct SwarmArgs {
+    /// A peer to connect to (IP:PORT); repeat for more.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    pub(crate) peers: Vec<std::net::SocketAddr>,
+    /// Address to accept peers on (a free port is used if it is taken; `:0` for any).
+    #[arg(long, default_value = "0.0.0.0:6881")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
+    #[arg(long)]
+    pub(crate) no_trackers: bool,
+    /// Cap on the download rate, bytes/s (`500K`, `10M`).
+    #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
+    pub(crate) max_download_rate: Option<u64>,
+    /// Cap on the upload rate, bytes/s (`500K`, `10M`).
+    #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
+    pub(crate) max_upload_rate: Option<u64>,
+    /// Peers unchoked at once by tit-for-tat (plus one optimistic unchoke).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub(crate) upload_slots: usize,
+    /// Folder of resume records (default: $XDG_STATE_HOME/bitmill/resume).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) resume_dir: Option<PathBuf>,
+    /// No progress display.
+    #[arg(short, long)]
+    pub(crate) quiet: bool,
+}
+
+impl SwarmArgs {
+    /// An engine with these limits (and `max_peers` connections for the torrent).
+    pub(crate) fn engine(&self, max_peers: usize) -> Engine {
+        let mut cfg = engine_config();
+        cfg.max_peers_per_torrent = max_peers;
+        cfg.max_peers = cfg.max_peers.max(max_peers);
+        cfg.choker.regular_slots = self.upload_slots;
+        Engine::new(cfg)
+    }
+
+    /// The reactor, listening where asked (or on a free port when that one is taken).
+    pub(crate) fn reactor(&self) -> Result<bitmill::net::Reactor, String> {
+        use bitmill::net::{Reactor, ReactorConfig};
+        let cfg = |listen| ReactorConfig {
+            listen: Some(listen),
+            max_download_rate: self.max_download_rate,
+            max_upload_rate: self.max_upload_rate,
+            ..Default::default()
+        };
+        match Reactor::new(cfg(self.listen)) {
+            Ok(r) => Ok(r),
+            Err(e) if self.listen.port() != 0 => {
+                // The usual port is taken (another client): any free port will do.
+                eprintln!(
+                    "warning: cannot listen on {}: {e}; using a free port",
+                    self.listen
+                );
+                Reactor::new(cfg(std::net::SocketAddr::new(self.listen.ip(), 0)))
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("listen on {}: {e}", self.listen)),
+        }
+    }
+
+    /// Adds the `--peer`s, prints where we listen, and announces to the torrent's trackers.
+    pub(crate) fn connect(
+        &self,
+        reactor: &mut bitmill::net::Reactor,
+        engine: &mut Engine,
+        t: TorrentId,
+        m: &Metainfo,
+    ) {
+        engine.add_peers(bitmill::net::clock::now(), t, self.peers.iter().copied());
+        if let Some(addr) = reactor.local_addr() {
+            eprintln!("listening on {addr}");
+            if !self.no_trackers {
+                if let Some(c) = tracker_client(m, engine.peer_id(), addr.port()) {
+                    reactor.add_tracker_client(t, c);
+                }
+            }
+        }
+    }
+}

@@ -43,6 +43,22 @@ pub(crate) struct TrackerArgs {
     pub(crate) quiet: bool,
 }
 
+impl TrackerArgs {
+    /// The defaults, serving on `listen` (for `seed --tracker`).
+    pub(crate) fn serving(listen: SocketAddr) -> TrackerArgs {
+        TrackerArgs {
+            listen,
+            whitelist: None,
+            interval: 1800,
+            max_numwant: 50,
+            max_torrents: 100_000,
+            max_peers_per_torrent: 50_000,
+            stats_every: 0,
+            quiet: true,
+        }
+    }
+}
+
 /// Reads a whitelist file.
 pub(crate) fn read_whitelist(path: &Path) -> Result<HashSet<[u8; 20]>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
