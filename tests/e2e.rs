@@ -3,28 +3,8 @@
 mod common;
 
 use common::*;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn sha256_tree(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, base, out);
-            } else {
-                let h = Sha256::digest(std::fs::read(&p).unwrap());
-                let rel = p.strip_prefix(base).unwrap().display().to_string();
-                out.push((rel, format!("{h:x}")));
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out.sort();
-    out
-}
 
 fn seed(torrent: &Path, data: &Path, resume: &Path, extra: &[&str]) -> Proc {
     Proc::spawn(

@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 use super::*;
 use crate::rng::Rng;
 use std::collections::BTreeMap;

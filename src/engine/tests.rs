@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 //! Engine traces: one [`Engine`] fed hand-made peer bytes in virtual time, its output decoded
 //! and checked message by message. Peers are simulated by the test; there are no sockets.
 

@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 use super::*;
 use crate::bencode::OwnedValue;
 use std::collections::BTreeMap;

@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 use super::resume::{self, FileStamp, ResumeRecord};
 use super::verify::{check_piece, Verdict};
 use super::*;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use sha2::Digest;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -184,4 +185,30 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// SHA-256 of every file under `root` (or of `root` itself when it is a file), as
+/// (relative path, hex digest), sorted.
+pub fn sha256_tree(root: &Path) -> Vec<(String, String)> {
+    if root.is_file() {
+        let h = sha2::Sha256::digest(std::fs::read(root).unwrap());
+        let name = root.file_name().unwrap().to_string_lossy().into_owned();
+        return vec![(name, format!("{h:x}"))];
+    }
+    let mut out = Vec::new();
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let h = sha2::Sha256::digest(std::fs::read(&p).unwrap());
+                let rel = p.strip_prefix(base).unwrap().display().to_string();
+                out.push((rel, format!("{h:x}")));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out.sort();
+    out
 }

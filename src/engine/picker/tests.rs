@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 //! Picker traces. Availability and "have" are set up from strings, one character a piece:
 //! `setup("2223333", "* *    ")` = pieces 0..2 held by two peers, 3..6 by three; we have
 //! pieces 0 and 2.

@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 //! Announce-scheduler traces in virtual time: one base instant from the clock, then
 //! Durations. Trackers are simulated by the test; there are no sockets.
 

@@ -1,3 +1,4 @@
+//! Unit tests of the parent module, compiled only under `#[cfg(test)]`.
 use super::*;
 use crate::tracker::http::{
     announce_url, get_request, parse_announce_response, parse_scrape_response, ReadProgress,
