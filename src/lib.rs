@@ -14,7 +14,7 @@
 //!                          |  handle_*(now, ...)  /  poll_action(), poll_timeout()
 //!        engine/ — sans-IO: torrents, peers, picker, choker, pipelining, rates
 //!                          |
-//!   wire/  bencode/  metainfo/  storage/ (layout math pure; mmap backend apart)
+//!   wire/  tracker/  bencode/  metainfo/  storage/ (layout math pure; mmap backend apart)
 //! ```
 //!
 //! - [`bencode`]: zero-copy decoder (values borrow the input and know their byte span) and
@@ -52,8 +52,12 @@
 //! `Action::VerifyPiece`, hashed on a helper thread, and only a verified piece is announced
 //! with `have` and served.
 //!
-//! Not implemented yet: trackers (client and server), the swarm lab, BEP 10 extensions,
-//! magnet links, DHT, v2 torrents.
+//! Trackers: [`tracker`] holds the sans-IO codecs (HTTP, UDP), the client's announce
+//! scheduler and the server's swarm table; `net/` carries their bytes (DNS on a helper
+//! thread, HTTP over non-blocking TCP, UDP sockets) in the same reactor as the peers.
+//!
+//! Not implemented yet: the swarm lab, BEP 10 extensions, MSE encryption, magnet links,
+//! DHT, uTP, v2 torrents.
 
 pub mod bencode;
 pub mod bitfield;
