@@ -5,6 +5,8 @@
 //! ```text
 //! cargo build --release            # the driver runs target/release/bitmill
 //! cargo run --release --example tracker_load -- [--seconds 10] [--http] [--server both] [--json]
+//! cargo run --release --example tracker_load -- --rounds 3      # A B, B A, A B; medians
+//! cargo run --release --example tracker_load -- --peers 200000 --torrents 1000 --warmup 4
 //! ```
 //!
 //! - **UDP** (the default, BEP 15): `--peers` simulated peers (each with its own peer id, key
@@ -32,7 +34,19 @@
 //! CPU-second, its peak `RssAnon` (sampled every 50 ms) and RssAnon growth per tracked peer;
 //! for bitmill also its own counters from `GET /stats` (peers, estimated bytes per peer, table
 //! memory, announces seen by the server). opentracker's `/stats?mode=peer` is read when it is
-//! allowed (only for addresses blessed with `-A`, see `--opentracker-arg`).
+//! allowed (only for addresses blessed with `-A`, see `--opentracker-arg`). Drops at the
+//! server's UDP socket (`/proc/net/udp`), the machine's CPU split (generator, softirq, other
+//! processes) and a per-second count of lost requests show whether the server, the generator
+//! or the machine set the rate. `--rounds N` measures each server N times in alternating order
+//! and summarises with medians (a virtual machine's speed drifts by tens of percent).
+//!
+//! Reading the figures: the generator runs on the same machine. On 2 cores the server gets
+//! one and the generator the other; when both are near 100% the announces per CPU-second of
+//! the server are the figure to compare. With loopback TCP most of the connection set-up work
+//! is done in the client's context, so the HTTP mode is bounded by the generator on small
+//! machines. A window larger than what fits in the server's UDP receive buffer (about 256
+//! datagrams of 98 bytes with the default 208 KiB) makes the kernel drop requests whenever the
+//! server is the bottleneck; each drop idles one slot for `--timeout-ms`.
 //!
 //! Servers are started as
 //!
@@ -158,6 +172,10 @@ struct Cli {
     /// Seconds a server gets to start and answer a probe announce.
     #[arg(long, default_value_t = 20)]
     startup_timeout: u64,
+    /// Measure each server this many times, alternating the order (A B, B A, ...) so slow
+    /// drifts of the machine hit both alike; the summary gives the median of the runs.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Seed of the info hashes.
     #[arg(long, default_value_t = 1)]
     hash_seed: u64,
@@ -1959,6 +1977,7 @@ fn start_opentracker(a: &Cli, whitelist: &Path, plan: &Plan) -> R<Server> {
 // One measurement.
 
 struct Run {
+    round: usize,
     kind: Kind,
     command: String,
     pid: libc::pid_t,
@@ -2217,6 +2236,7 @@ fn measure(a: &Cli, plan: &Plan, mut server: Server) -> R<Run> {
     let stderr = server.proc.stderr_text();
     let median_v = median(per_second.clone());
     Ok(Run {
+        round: 0,
         kind: server.kind,
         command: server.command.clone(),
         pid,
@@ -2431,6 +2451,7 @@ fn header(a: &Cli, bitmill: Option<&Path>, plan: &Plan) -> (String, Value) {
         "timeout_ms": a.timeout_ms,
         "warmup_s": a.warmup,
         "seconds": a.seconds,
+        "rounds": a.rounds,
     });
     (s, v)
 }
@@ -2454,8 +2475,13 @@ fn kib(k: u64) -> String {
 
 fn run_report(a: &Cli, r: &Run) -> String {
     let mut t = String::new();
+    let round = if a.rounds > 1 {
+        format!(", round {} of {}", r.round + 1, a.rounds)
+    } else {
+        String::new()
+    };
     t.push_str(&format!(
-        "== {} (pid {}, {})\n",
+        "== {} (pid {}, {}{round})\n",
         r.kind.name(),
         r.pid,
         r.addr
@@ -2677,6 +2703,7 @@ fn run_report(a: &Cli, r: &Run) -> String {
 fn run_json(r: &Run) -> Value {
     json!({
         "server": r.kind.name(),
+        "round": r.round,
         "command": r.command,
         "pid": r.pid,
         "addr": r.addr.to_string(),
@@ -2718,8 +2745,9 @@ fn run_json(r: &Run) -> Value {
 fn summary(runs: &[Run]) -> String {
     let mut t = String::from("== summary\n");
     t.push_str(&format!(
-        "{:<12} {:>10} {:>10} {:>7} {:>6} {:>11} {:>10} {:>10} {:>7} {:>7} {:>7}\n",
+        "{:<12} {:>5} {:>10} {:>10} {:>7} {:>6} {:>11} {:>10} {:>10} {:>7} {:>7} {:>7}\n",
         "server",
+        "round",
         "median/s",
         "overall/s",
         "CPU s",
@@ -2742,8 +2770,9 @@ fn summary(runs: &[Run]) -> String {
                 .map_or_else(|| "?".into(), |b| format!("{b:.0} rss"))
         };
         t.push_str(&format!(
-            "{:<12} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>11.0} {:>10} {:>10} {:>7} {:>7} {:>7}\n",
+            "{:<12} {:>5} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>11.0} {:>10} {:>10} {:>7} {:>7} {:>7}\n",
             r.kind.name(),
+            r.round + 1,
             r.median,
             r.overall,
             r.cpu,
@@ -2756,29 +2785,60 @@ fn summary(runs: &[Run]) -> String {
             r.win.late
         ));
     }
-    t.push_str("(B/peer: bitmill's own estimate from /stats; for opentracker RssAnon growth per tracked peer — see each section for both)\n");
-    if let (Some(b), Some(o)) = (
-        runs.iter().find(|r| r.kind == Kind::Bitmill),
-        runs.iter().find(|r| r.kind == Kind::Opentracker),
-    ) {
+    t.push_str("(B/peer: bitmill's own estimate from /stats; for opentracker RssAnon growth per tracked peer; see each section for both)\n");
+    // Per server: the median over rounds of each figure.
+    let of = |k: Kind, f: &dyn Fn(&Run) -> f64| {
+        median(runs.iter().filter(|r| r.kind == k).map(f).collect())
+    };
+    let rounds = runs.iter().map(|r| r.round + 1).max().unwrap_or(1);
+    if rounds > 1 {
+        for k in [Kind::Bitmill, Kind::Opentracker] {
+            if runs.iter().any(|r| r.kind == k) {
+                t.push_str(&format!(
+                    "{:<12} {:>5} {:>10.0} {:>10.0} {:>7.2} {:>6.2} {:>11.0}   (medians over {rounds} rounds)\n",
+                    k.name(),
+                    "all",
+                    of(k, &|r| r.median),
+                    of(k, &|r| r.overall),
+                    of(k, &|r| r.cpu),
+                    of(k, &|r| r.cores()),
+                    of(k, &|r| r.per_cpu_s()),
+                ));
+            }
+        }
+    }
+    let has = |k: Kind| runs.iter().any(|r| r.kind == k);
+    if has(Kind::Bitmill) && has(Kind::Opentracker) {
+        let (b, o) = (Kind::Bitmill, Kind::Opentracker);
         t.push_str(&format!(
-            "bitmill / opentracker: {:.2}x median answered/s, {:.2}x answered per CPU-second\n",
-            b.median / o.median,
-            b.per_cpu_s() / o.per_cpu_s()
+            "bitmill / opentracker: {:.2}x median answered/s, {:.2}x answered per CPU-second{}\n",
+            of(b, &|r| r.median) / of(o, &|r| r.median),
+            of(b, &|r| r.per_cpu_s()) / of(o, &|r| r.per_cpu_s()),
+            if rounds > 1 {
+                " (medians over rounds)"
+            } else {
+                ""
+            }
         ));
-        let ob = o.busy_threads();
-        if ob.len() > 1 || o.cores() > 1.05 {
+        let max_threads = runs
+            .iter()
+            .filter(|r| r.kind == o)
+            .map(|r| r.busy_threads().len())
+            .max()
+            .unwrap_or(0);
+        let max_cores = runs
+            .iter()
+            .filter(|r| r.kind == o)
+            .map(Run::cores)
+            .fold(0.0f64, f64::max);
+        if max_threads > 1 || max_cores > 1.05 {
             t.push_str(&format!(
-                "# note: opentracker had {} busy threads and used {:.2} cores\n",
-                ob.len(),
-                o.cores()
+                "# note: opentracker had up to {max_threads} busy threads and used up to {max_cores:.2} cores\n"
             ));
         } else {
             t.push_str(&format!(
-                "opentracker ran on one core ({:.2} cores, {} busy thread); bitmill used {:.2} cores\n",
-                o.cores(),
-                ob.len(),
-                b.cores()
+                "opentracker ran on one core (at most {max_cores:.2} cores, {max_threads} busy thread); bitmill used {:.2} cores (median)\n",
+                of(b, &Run::cores)
             ));
         }
     }
@@ -2827,8 +2887,20 @@ fn run(a: &Cli) -> R<()> {
     std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644))
         .map_err(|e| format!("{}: {e}", whitelist.display()))?;
 
+    if a.rounds == 0 || a.rounds > 100 {
+        return Err("--rounds is 1 to 100".into());
+    }
     let mut runs = Vec::new();
-    for k in kinds {
+    let order: Vec<(usize, Kind)> = (0..a.rounds)
+        .flat_map(|round| {
+            let mut ks = kinds.clone();
+            if round % 2 == 1 {
+                ks.reverse();
+            }
+            ks.into_iter().map(move |k| (round, k))
+        })
+        .collect();
+    for (round, k) in order {
         let server = match k {
             Kind::Bitmill => start_bitmill(
                 a,
@@ -2838,7 +2910,8 @@ fn run(a: &Cli) -> R<()> {
             )?,
             Kind::Opentracker => start_opentracker(a, &whitelist, &plan)?,
         };
-        let r = measure(a, &plan, server)?;
+        let mut r = measure(a, &plan, server)?;
+        r.round = round;
         emit(a.json, &run_report(a, &r));
         runs.push(r);
         // Let the kernel settle (sockets closing) before the next server.
