@@ -47,7 +47,9 @@ use bytes::{BufMut, BytesMut};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-type R<T> = Result<T, String>;
+#[path = "common.rs"]
+mod common;
+use common::*;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const MIB: f64 = (1u64 << 20) as f64;
@@ -167,32 +169,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C: a flag every wait loop checks, so the guards below get to clean up.
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-}
-
-fn check_interrupted() -> R<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        Err("interrupted".into())
-    } else {
-        Ok(())
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Temporary folder, removed on drop.
@@ -554,12 +530,6 @@ fn machine_busy() -> Option<f64> {
     Some(busy as f64 / clk_tck())
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn self_thread_cpu() -> f64 {
     // SAFETY: rusage is plain data that getrusage fills.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -783,28 +753,6 @@ fn bitmill_path(c: &Common) -> R<PathBuf> {
     Ok(p)
 }
 
-/// Newest modification time of a file under `dir`.
-fn newest_mtime(dir: &Path) -> Option<(SystemTime, PathBuf)> {
-    let mut best: Option<(SystemTime, PathBuf)> = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let cand = if p.is_dir() {
-            newest_mtime(&p)
-        } else {
-            e.metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(|t| (t, p))
-        };
-        if let Some(c) = cand {
-            if best.as_ref().is_none_or(|b| c.0 > b.0) {
-                best = Some(c);
-            }
-        }
-    }
-    best
-}
-
 fn run_quiet(what: &str, cmd: &mut Command, timeout: Duration) -> R<()> {
     let mut p = Proc::spawn(what, cmd)?;
     let code = p.wait_exit(timeout)?.code;
@@ -955,31 +903,6 @@ fn fmt_size(n: u64) -> String {
         format!("{:.1} MiB", n as f64 / MIB)
     } else {
         format!("{n} B")
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -1447,10 +1370,6 @@ fn pair(a: PairArgs) -> R<()> {
         println!("{jv}");
     }
     Ok(())
-}
-
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
 }
 
 fn emit(json: bool, report: &str) {

@@ -89,7 +89,9 @@ use bitmill::tracker::{AnnounceRequest, Event, TrackerError};
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
 
-type R<T> = Result<T, String>;
+#[path = "common.rs"]
+mod common;
+use common::*;
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -189,32 +191,6 @@ struct Cli {
 
 // ---------------------------------------------------------------------------------------------
 // Ctrl-C: a flag every wait loop checks, so the guards below get to clean up.
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
-}
-
-fn check_interrupted() -> R<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        Err("interrupted".into())
-    } else {
-        Ok(())
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Temporary folder, removed on drop.
@@ -583,12 +559,6 @@ fn udp_socket_drops(ports: &[u16]) -> u64 {
             f.last()?.parse::<u64>().ok()
         })
         .sum()
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
 }
 
 fn self_thread_cpu() -> f64 {
@@ -1878,17 +1848,6 @@ struct Server {
     probe_tries: u32,
 }
 
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 fn command_line(cmd: &Command) -> String {
     let mut v = vec![shell_quote(&cmd.get_program().to_string_lossy())];
     v.extend(cmd.get_args().map(|a| shell_quote(&a.to_string_lossy())));
@@ -2030,20 +1989,6 @@ impl Run {
     fn rss_growth_per_peer(&self) -> Option<f64> {
         let peers = self.tracked_peers.filter(|&p| p > 0)?;
         Some(self.rss_peak_kib.saturating_sub(self.rss_base_kib) as f64 * 1024.0 / peers as f64)
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -2297,28 +2242,6 @@ fn bitmill_path(a: &Cli) -> R<PathBuf> {
     Ok(p)
 }
 
-/// Newest modification time of a file under `dir`.
-fn newest_mtime(dir: &Path) -> Option<(SystemTime, PathBuf)> {
-    let mut best: Option<(SystemTime, PathBuf)> = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let cand = if p.is_dir() {
-            newest_mtime(&p)
-        } else {
-            e.metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(|t| (t, p))
-        };
-        if let Some(c) = cand {
-            if best.as_ref().is_none_or(|b| c.0 > b.0) {
-                best = Some(c);
-            }
-        }
-    }
-    best
-}
-
 fn opentracker_version(bin: &Path) -> String {
     let pkg = Command::new("dpkg-query")
         .args(["-S"])
@@ -2454,10 +2377,6 @@ fn header(a: &Cli, bitmill: Option<&Path>, plan: &Plan) -> (String, Value) {
         "rounds": a.rounds,
     });
     (s, v)
-}
-
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
 }
 
 fn emit(json: bool, report: &str) {
