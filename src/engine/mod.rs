@@ -399,6 +399,8 @@ pub struct Engine {
     actions: VecDeque<Action>,
     next_tick: Option<Instant>,
     banned: HashSet<IpAddr>,
+    /// The earliest `serve_after` of any peer (deferred serving), if any.
+    serve_wakeup: Option<Instant>,
     scratch: Vec<BlockRef>,
     header_buf: BytesMut,
 }
@@ -428,6 +430,7 @@ impl Engine {
             actions: VecDeque::new(),
             next_tick: None,
             banned: HashSet::new(),
+            serve_wakeup: None,
             scratch: Vec::new(),
             header_buf: BytesMut::new(),
         }
@@ -603,10 +606,8 @@ impl Engine {
                 t = Some(t.map_or(r, |x| x.min(r)));
             }
         }
-        for p in self.peers.iter().flatten() {
-            if let Some(s) = p.serve_after {
-                t = Some(t.map_or(s, |x| x.min(s)));
-            }
+        if let Some(s) = self.serve_wakeup {
+            t = Some(t.map_or(s, |x| x.min(s)));
         }
         t
     }
@@ -1378,7 +1379,9 @@ impl Engine {
                         p.prefetched = i + 1;
                     }
                 }
-                p.serve_after = Some(now + Duration::from_millis(2));
+                let at = now + Duration::from_millis(2);
+                p.serve_after = Some(at);
+                self.serve_wakeup = Some(self.serve_wakeup.map_or(at, |w| w.min(at)));
                 break;
             }
             let data = match tor.storage.read_block(b) {
@@ -1517,19 +1520,21 @@ impl Engine {
                 self.choke_round(now, TorrentId(i));
             }
         }
-        let waiting: Vec<PeerKey> = self
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                p.as_ref()
-                    .and_then(|p| p.serve_after)
-                    .filter(|s| *s <= now)
-                    .map(|_| PeerKey(i))
-            })
-            .collect();
-        for k in waiting {
-            self.serve(now, k);
+        // Deferred serving (pages were being read from disk): only when one is due, so the
+        // reactor's per-turn calls stay O(torrents), not O(peers).
+        if self.serve_wakeup.is_some_and(|w| w <= now) {
+            self.serve_wakeup = None;
+            let mut waiting = Vec::new();
+            for (i, p) in self.peers.iter().enumerate() {
+                match p.as_ref().and_then(|p| p.serve_after) {
+                    Some(s) if s <= now => waiting.push(PeerKey(i)),
+                    Some(s) => self.serve_wakeup = Some(self.serve_wakeup.map_or(s, |w| w.min(s))),
+                    None => {}
+                }
+            }
+            for k in waiting {
+                self.serve(now, k);
+            }
         }
     }
 
