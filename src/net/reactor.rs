@@ -189,7 +189,10 @@ impl Reactor {
             hasher: None,
             tracker: None,
             announcer: Announcer::new(
-                clock::now().elapsed().as_nanos() as u64 ^ u64::from(std::process::id()),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+                    ^ (u64::from(std::process::id()) << 32),
             ),
             down: cfg_down,
             up: cfg_up,
