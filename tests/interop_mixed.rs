@@ -1,0 +1,562 @@
+//! A mixed swarm over loopback that finds itself only through `bitmill tracker`: seeds are
+//! bitmill, libtorrent (python3-libtorrent via `tests/lt_peer.py`) and Transmission 3.00;
+//! leechers are two bitmill downloads, one libtorrent download and one Transmission download.
+//! Nobody is given a peer address: every peer learns of the others from the tracker's
+//! answers, and every leecher's copy is compared by SHA-256 with the source.
+//!
+//! Order matters because nobody re-announces within the test (bitmill clamps intervals to at
+//! least 60 s, libtorrent to its `min_announce_interval` of 300 s): Debian's Transmission 3.00
+//! never dials a loopback peer, so the Transmission leecher announces first and the seeds, which
+//! the tracker gives only leechers, dial it when they announce; the other leechers announce last
+//! and dial everyone (the Transmission seed included). Transmission also keeps at most one
+//! connection per peer IP address (here, all of them are 127.0.0.1): whichever seed reaches the
+//! Transmission leecher first serves it, later dials get EOF, and the Transmission seed, dialed
+//! by leechers that finish from the faster seeds within a fraction of a second, typically
+//! uploads nothing. A missing tool fails the test (CI installs them: `tools/install-deps`).
+
+mod common;
+
+use common::*;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A free TCP port on 127.0.0.1 (free when asked; nothing else here races for it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running process whose stderr lines we can wait for; killed when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    code: Option<Option<i32>>,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            lines,
+            seen: Vec::new(),
+            code: None,
+        }
+    }
+
+    /// Waits for a stderr line containing `pat`; returns it.
+    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(pat)) {
+            return l.clone();
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(pat) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no line with {pat:?} within {timeout:?}; got:\n{}",
+                    self.name,
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything seen so far, plus whatever is queued.
+    fn log(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
+    /// The exit code once it has exited (then with all of its stderr read).
+    fn exited(&mut self) -> Option<Option<i32>> {
+        if self.code.is_none() {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(l);
+                }
+                self.code = Some(st.code());
+            }
+        }
+        self.code
+    }
+}
+
+impl Proc {
+    /// SIGINT: a clean shutdown.
+    fn signal_int(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails (never skips) when the python3-libtorrent bindings are not usable.
+fn check_libtorrent() {
+    assert!(
+        Path::new(PYTHON).is_file(),
+        "{PYTHON} is not installed: run tools/install-deps (CI does)"
+    );
+    let out = Command::new(PYTHON)
+        .args(["-c", "import libtorrent; print(libtorrent.__version__)"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
+    assert!(
+        out.status.success(),
+        "python3-libtorrent is not installed for {PYTHON}: run tools/install-deps (CI does)\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `lt_peer.py MODE TORRENT DIR --timeout S`: no `--peer`, so libtorrent finds its peers
+/// through the torrent's tracker.
+fn lt_peer(name: &str, mode: &str, torrent: &Path, dir: &Path, timeout: u32) -> Proc {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(tests_file("lt_peer.py"))
+        .arg(mode)
+        .arg(torrent)
+        .arg(dir)
+        .args(["--timeout", &timeout.to_string()]);
+    Proc::spawn(name, &mut cmd)
+}
+
+/// A running `transmission-daemon` in its own process group; stopped (by that group's id)
+/// when dropped, with its log and torrent status shown if the test is failing.
+struct Transmission {
+    child: Child,
+    dir: PathBuf,
+    rpc: String,
+    log: PathBuf,
+}
+
+impl Transmission {
+    /// Starts a daemon whose download folder is `download_dir`; waits until RPC answers.
+    fn start(dir: &Path, download_dir: &Path) -> Transmission {
+        // Fail (never skip) when either tool is missing.
+        drop(tool("transmission-remote"));
+        let daemon = tool("transmission-daemon");
+        let conf = dir.join("conf");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(download_dir).unwrap();
+        let peer_port = free_port();
+        let mut rpc_port = free_port();
+        while rpc_port == peer_port {
+            rpc_port = free_port();
+        }
+        let settings = format!(
+            r#"{{
+  "dht-enabled": false,
+  "lpd-enabled": false,
+  "pex-enabled": false,
+  "utp-enabled": false,
+  "port-forwarding-enabled": false,
+  "blocklist-enabled": false,
+  "peer-port": {peer_port},
+  "peer-port-random-on-start": false,
+  "bind-address-ipv4": "127.0.0.1",
+  "bind-address-ipv6": "::1",
+  "encryption": 0,
+  "rpc-enabled": true,
+  "rpc-bind-address": "127.0.0.1",
+  "rpc-port": {rpc_port},
+  "rpc-authentication-required": false,
+  "rpc-whitelist-enabled": false,
+  "rpc-host-whitelist-enabled": false,
+  "download-dir": {dl:?},
+  "incomplete-dir-enabled": false,
+  "rename-partial-files": false,
+  "watch-dir-enabled": false,
+  "start-added-torrents": true,
+  "speed-limit-up-enabled": false,
+  "speed-limit-down-enabled": false,
+  "alt-speed-enabled": false,
+  "ratio-limit-enabled": false,
+  "idle-seeding-limit-enabled": false,
+  "queue-stalled-enabled": false,
+  "download-queue-enabled": false,
+  "seed-queue-enabled": false,
+  "message-level": 2
+}}
+"#,
+            dl = download_dir.to_str().unwrap()
+        );
+        std::fs::write(conf.join("settings.json"), settings).unwrap();
+        let log = dir.join("transmission.log");
+        let out = File::create(&log).unwrap();
+        // `timeout` bounds it even if this test process dies without dropping us; the new
+        // process group lets Drop stop timeout and the daemon together.
+        let child = Command::new("timeout")
+            .args(["-k", "5", "90"])
+            .arg(daemon.get_program())
+            .args(["-f", "--log-info", "-g"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start transmission-daemon: {e}"));
+        let t = Transmission {
+            child,
+            dir: dir.to_path_buf(),
+            rpc: format!("127.0.0.1:{rpc_port}"),
+            log,
+        };
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if t.remote(&["-l"]).is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "transmission-daemon's RPC did not come up:\n{}",
+                t.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        t
+    }
+
+    /// Runs `transmission-remote RPC ARGS...`; its stdout, or stdout+stderr as the error.
+    fn remote(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("transmission-remote")
+            .arg(&self.rpc)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run transmission-remote: {e}"))?;
+        let so = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(so)
+        } else {
+            Err(format!("{so}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    /// Adds a torrent (started at once) whose data lives in `download_dir`.
+    fn add(&self, torrent: &Path, download_dir: &Path) {
+        let out = self
+            .remote(&[
+                "-a",
+                torrent.to_str().unwrap(),
+                "-w",
+                download_dir.to_str().unwrap(),
+            ])
+            .unwrap_or_else(|e| panic!("transmission-remote -a failed: {e}\n{}", self.log()));
+        assert!(out.contains("success"), "transmission-remote -a: {out}");
+    }
+
+    /// `transmission-remote -t all -i`.
+    fn info(&self) -> String {
+        self.remote(&["-t", "all", "-i"]).unwrap_or_else(|e| e)
+    }
+
+    /// Waits until the torrent is 100% done (and not verifying); returns the info text.
+    fn wait_complete(&self, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let info = self.info();
+            if info.contains("Percent Done: 100%") && !info.contains("State: Verifying") {
+                return info;
+            }
+            assert!(
+                Instant::now() < end,
+                "Transmission did not reach 100% within {timeout:?}:\n{info}\n--- log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Transmission {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- transmission ({}) ---\n{}\n{}",
+                self.dir.display(),
+                self.info(),
+                self.log()
+            );
+        }
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) on the process group we created for our own child.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; whatever is left of the group.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies the tree at `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let q = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &q);
+        } else {
+            std::fs::copy(&p, &q).unwrap();
+        }
+    }
+}
+
+/// SHA-256 of every non-empty file under `root` (Transmission 3.00 never creates zero-length
+/// files; it was fixed in 4.0).
+fn sha256_non_empty(root: &Path) -> Vec<(String, String)> {
+    let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    sha256_tree(root)
+        .into_iter()
+        .filter(|(_, h)| h != empty)
+        .collect()
+}
+
+/// The last progress line libtorrent printed (its totals), for the test's output.
+fn last_progress(p: &mut Proc) -> String {
+    let log = p.log();
+    log.lines()
+        .rev()
+        .find(|l| l.contains("total_up="))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn mixed_swarm_finds_itself_through_bitmill_tracker() {
+    check_libtorrent();
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let parent = root.join("src");
+    let content = parent.join("stuff");
+    make_tree(&content, ODD_TREE);
+    let port = free_port();
+    let torrent = root.join("t.torrent");
+    run_expect(
+        bitmill()
+            .args(["create", "-q", "-l", "32K", "-t"])
+            .arg(format!("http://127.0.0.1:{port}/announce"))
+            .arg("-o")
+            .arg(&torrent)
+            .arg(&content),
+        0,
+    );
+    let want_all = sha256_tree(&content);
+    let want = sha256_non_empty(&content);
+    assert_eq!(want.len() + 1, ODD_TREE.len(), "{want:?}");
+
+    let mut tracker = Proc::spawn(
+        "bitmill tracker",
+        bitmill()
+            .args(["tracker", "--stats-every", "1", "--listen"])
+            .arg(format!("127.0.0.1:{port}")),
+    );
+    tracker.wait_for("tracker listening on", Duration::from_secs(20));
+
+    // Transmission: one daemon seeding a copy of the data, one downloading. The leecher must
+    // be known to the tracker before any seed announces (see the top of the file).
+    let tr_data = root.join("tr-seed-data");
+    copy_tree(&content, &tr_data.join("stuff"));
+    let tr_seed = Transmission::start(&root.join("tr-seed"), &tr_data);
+    let tr_out = root.join("tr-out");
+    let tr_leech = Transmission::start(&root.join("tr-leech"), &tr_out);
+    tr_leech.add(&torrent, &tr_out);
+    tracker.wait_for("1 peers (0 seeders, 1 leechers)", Duration::from_secs(20));
+    tr_seed.add(&torrent, &tr_data);
+    tr_seed.wait_complete(Duration::from_secs(20));
+    tracker.wait_for("2 peers (1 seeders, 1 leechers)", Duration::from_secs(20));
+
+    // bitmill and libtorrent seeds: the tracker answers them with the Transmission leecher.
+    let mut bm_seed = Proc::spawn(
+        "bitmill seed",
+        bitmill()
+            .arg("seed")
+            .arg(&torrent)
+            .arg(&content)
+            .args(["--listen", "127.0.0.1:0", "-q", "--resume-dir"])
+            .arg(root.join("rs")),
+    );
+    let mut lt_seed = lt_peer("libtorrent seed", "seed", &torrent, &parent, 75);
+    lt_seed.wait_for("seeding ", Duration::from_secs(20));
+    tracker.wait_for("4 peers (3 seeders, 1 leechers)", Duration::from_secs(20));
+    eprintln!(
+        "seeds and Transmission leecher announced: {:.2?}",
+        t0.elapsed()
+    );
+
+    // The other leechers: the tracker gives them everyone above.
+    let mut leechers: Vec<(Proc, PathBuf)> = Vec::new();
+    for i in 0..2 {
+        let out = root.join(format!("bm-out{i}"));
+        let p = Proc::spawn(
+            &format!("bitmill download {i}"),
+            bitmill()
+                .arg("download")
+                .arg(&torrent)
+                .arg("-o")
+                .arg(&out)
+                .args(["--listen", "127.0.0.1:0", "--resume-dir"])
+                .arg(root.join(format!("rd{i}"))),
+        );
+        leechers.push((p, out));
+    }
+    let lt_out = root.join("lt-out");
+    leechers.push((
+        lt_peer("libtorrent download", "download", &torrent, &lt_out, 50),
+        lt_out,
+    ));
+
+    // Everyone must finish.
+    let end = Instant::now() + Duration::from_secs(50);
+    let mut tr_done = None;
+    let mut done = vec![None; leechers.len()];
+    loop {
+        for (i, (p, _)) in leechers.iter_mut().enumerate() {
+            if done[i].is_none() {
+                if let Some(code) = p.exited() {
+                    let log = p.log();
+                    assert_eq!(code, Some(0), "{} failed:\n{log}", p.name);
+                    assert!(log.contains("complete"), "{}:\n{log}", p.name);
+                    if p.name.starts_with("bitmill") {
+                        // Its peers came from the tracker: nobody was given --peer.
+                        assert!(log.contains("(started): "), "{}:\n{log}", p.name);
+                    }
+                    done[i] = Some(t0.elapsed());
+                }
+            }
+        }
+        if tr_done.is_none() {
+            let info = tr_leech.info();
+            if info.contains("Percent Done: 100%") && !info.contains("State: Verifying") {
+                tr_done = Some(t0.elapsed());
+            }
+        }
+        if tr_done.is_some() && done.iter().all(Option::is_some) {
+            break;
+        }
+        if Instant::now() > end {
+            let mut logs = String::new();
+            for p in leechers.iter_mut().map(|(p, _)| p).chain([
+                &mut bm_seed,
+                &mut lt_seed,
+                &mut tracker,
+            ]) {
+                let log = p.log();
+                logs += &format!("--- {} ---\n{log}\n", p.name);
+            }
+            panic!(
+                "not everyone finished: leechers {done:?}, Transmission {tr_done:?}\n{logs}\
+                 --- Transmission leecher ---\n{}\n--- Transmission seed ---\n{}",
+                tr_leech.info(),
+                tr_seed.info()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for ((p, _), t) in leechers.iter().zip(&done) {
+        eprintln!("{} complete at {:.2?}", p.name, t.unwrap());
+    }
+    eprintln!("Transmission download complete at {:.2?}", tr_done.unwrap());
+
+    // Every copy must match the source, file by file.
+    for (p, out) in &leechers {
+        assert_eq!(
+            sha256_tree(&out.join("stuff")),
+            want_all,
+            "{}'s copy differs",
+            p.name
+        );
+    }
+    // 100% means every piece verified; allow a moment in case Transmission still holds some
+    // bytes in its cache.
+    let got = tr_out.join("stuff");
+    let until = Instant::now() + Duration::from_secs(5);
+    while sha256_non_empty(&got) != want && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sha256_non_empty(&got), want, "Transmission's copy differs");
+
+    eprintln!("libtorrent seed: {}", last_progress(&mut lt_seed));
+    for (p, _) in leechers.iter_mut() {
+        let log = p.log();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("(started)") || l.contains(" pieces, "))
+        {
+            eprintln!("{}: {l}", p.name);
+        }
+    }
+    for l in tr_seed.info().lines().filter(|l| l.contains("Uploaded:")) {
+        eprintln!("Transmission seed: {}", l.trim());
+    }
+    for l in tr_leech
+        .info()
+        .lines()
+        .filter(|l| l.contains("Downloaded:"))
+    {
+        eprintln!("Transmission leecher: {}", l.trim());
+    }
+    bm_seed.signal_int();
+    tracker.signal_int();
+    eprintln!("mixed swarm: {:.2?}", t0.elapsed());
+}
