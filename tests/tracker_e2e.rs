@@ -8,15 +8,6 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released: fine on a test machine's loopback).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn create(src: &Path, out: &Path, tracker: &str) -> String {
     let o = run_expect(
         bitmill()
