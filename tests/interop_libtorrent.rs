@@ -10,148 +10,9 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const PYTHON: &str = "/usr/bin/python3";
-
-/// A running process whose stderr lines we can wait for; killed when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name,
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line containing `pat`; returns it.
-    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(pat)) {
-            return l.clone();
-        }
-        let end = Instant::now() + timeout;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(pat) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no line with {pat:?} within {timeout:?}; got:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// The listening address it printed (`listening on IP:PORT`).
-    fn addr(&mut self) -> String {
-        let l = self.wait_for("listening on ", Duration::from_secs(30));
-        let a = l
-            .split("listening on ")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        assert!(
-            a.starts_with("127.0.0.1:") && !a.ends_with(":0"),
-            "{}: bad address in {l:?}",
-            self.name
-        );
-        a
-    }
-
-    /// Everything seen so far, plus whatever is queued.
-    fn log(&mut self) -> String {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.join("\n")
-    }
-
-    /// Waits for exit; returns the exit code and all stderr. Kills it on timeout and panics,
-    /// showing `other`'s log too (the peer on the other side).
-    fn finish(mut self, timeout: Duration, other: &mut Proc) -> (Option<i32>, String) {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(l);
-                }
-                return (st.code(), self.seen.join("\n"));
-            }
-            while let Ok(l) = self.lines.try_recv() {
-                self.seen.push(l);
-            }
-            if Instant::now() > end {
-                let _ = self.child.kill();
-                let other_log = other.log();
-                panic!(
-                    "{} did not exit within {timeout:?}:\n{}\n--- {} ---\n{other_log}",
-                    self.name,
-                    self.seen.join("\n"),
-                    other.name,
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Fails (never skips) when the python3-libtorrent bindings are not usable.
-fn check_libtorrent() {
-    assert!(
-        Path::new(PYTHON).is_file(),
-        "{PYTHON} is not installed: run tools/install-deps (CI does)"
-    );
-    let out = Command::new(PYTHON)
-        .args(["-c", "import libtorrent; print(libtorrent.__version__)"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
-    assert!(
-        out.status.success(),
-        "python3-libtorrent is not installed for {PYTHON}: run tools/install-deps (CI does)\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `lt_peer.py MODE TORRENT DIR [--peer ADDR] --timeout S`.
 fn lt_peer(mode: &str, torrent: &Path, dir: &Path, peer: Option<&str>, timeout: u32) -> Proc {
@@ -165,11 +26,11 @@ fn lt_peer(mode: &str, torrent: &Path, dir: &Path, peer: Option<&str>, timeout: 
     if let Some(p) = peer {
         cmd.args(["--peer", p]);
     }
-    Proc::spawn("libtorrent", &mut cmd)
+    Proc::named("libtorrent", &mut cmd)
 }
 
 fn bitmill_seed(torrent: &Path, data: &Path, resume: &Path) -> Proc {
-    Proc::spawn(
+    Proc::named(
         "bitmill seed",
         bitmill()
             .arg("seed")
@@ -182,7 +43,7 @@ fn bitmill_seed(torrent: &Path, data: &Path, resume: &Path) -> Proc {
 }
 
 fn bitmill_download(torrent: &Path, out: &Path, resume: &Path, peer: &str) -> Proc {
-    Proc::spawn(
+    Proc::named(
         "bitmill download",
         bitmill()
             .arg("download")
@@ -257,7 +118,7 @@ fn bitmill_to_libtorrent(f: &Fixture) {
     let addr = seed.addr();
     let out = f.root.join("lt-out");
     let lt = lt_peer("download", &f.torrent, &out, Some(&addr), 50);
-    let (code, log) = lt.finish(Duration::from_secs(60), &mut seed);
+    let (code, log) = lt.finish_beside(Duration::from_secs(60), &mut seed);
     assert_eq!(
         code,
         Some(0),
@@ -283,7 +144,7 @@ fn libtorrent_to_bitmill(f: &Fixture) {
     seed.wait_for("seeding ", Duration::from_secs(30));
     let out = f.root.join("bm-out");
     let dl = bitmill_download(&f.torrent, &out, &f.root.join("rd"), &addr);
-    let (code, log) = dl.finish(Duration::from_secs(60), &mut seed);
+    let (code, log) = dl.finish_beside(Duration::from_secs(60), &mut seed);
     assert_eq!(
         code,
         Some(0),

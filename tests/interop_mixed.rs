@@ -18,128 +18,9 @@ mod common;
 
 use common::transmission::Transmission;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const PYTHON: &str = "/usr/bin/python3";
-
-/// A running process whose stderr lines we can wait for; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    code: Option<Option<i32>>,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            name: name.to_string(),
-            child,
-            lines,
-            seen: Vec::new(),
-            code: None,
-        }
-    }
-
-    /// Waits for a stderr line containing `pat`; returns it.
-    fn wait_for(&mut self, pat: &str, timeout: Duration) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(pat)) {
-            return l.clone();
-        }
-        let end = Instant::now() + timeout;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(pat) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!(
-                    "{}: no line with {pat:?} within {timeout:?}; got:\n{}",
-                    self.name,
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Everything seen so far, plus whatever is queued.
-    fn log(&mut self) -> String {
-        while let Ok(l) = self.lines.try_recv() {
-            self.seen.push(l);
-        }
-        self.seen.join("\n")
-    }
-
-    /// The exit code once it has exited (then with all of its stderr read).
-    fn exited(&mut self) -> Option<Option<i32>> {
-        if self.code.is_none() {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(l);
-                }
-                self.code = Some(st.code());
-            }
-        }
-        self.code
-    }
-}
-
-impl Proc {
-    /// SIGINT: a clean shutdown.
-    fn signal_int(&self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Fails (never skips) when the python3-libtorrent bindings are not usable.
-fn check_libtorrent() {
-    assert!(
-        Path::new(PYTHON).is_file(),
-        "{PYTHON} is not installed: run tools/install-deps (CI does)"
-    );
-    let out = Command::new(PYTHON)
-        .args(["-c", "import libtorrent; print(libtorrent.__version__)"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
-    assert!(
-        out.status.success(),
-        "python3-libtorrent is not installed for {PYTHON}: run tools/install-deps (CI does)\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// `lt_peer.py MODE TORRENT DIR --timeout S`: no `--peer`, so libtorrent finds its peers
 /// through the torrent's tracker.
@@ -150,7 +31,7 @@ fn lt_peer(name: &str, mode: &str, torrent: &Path, dir: &Path, timeout: u32) -> 
         .arg(torrent)
         .arg(dir)
         .args(["--timeout", &timeout.to_string()]);
-    Proc::spawn(name, &mut cmd)
+    Proc::named(name, &mut cmd)
 }
 
 /// SHA-256 of every non-empty file under `root` (Transmission 3.00 never creates zero-length
@@ -197,7 +78,7 @@ fn mixed_swarm_finds_itself_through_bitmill_tracker() {
     let want = sha256_non_empty(&content);
     assert_eq!(want.len() + 1, ODD_TREE.len(), "{want:?}");
 
-    let mut tracker = Proc::spawn(
+    let mut tracker = Proc::named(
         "bitmill tracker",
         bitmill()
             .args(["tracker", "--stats-every", "1", "--listen"])
@@ -219,7 +100,7 @@ fn mixed_swarm_finds_itself_through_bitmill_tracker() {
     tracker.wait_for("2 peers (1 seeders, 1 leechers)", Duration::from_secs(20));
 
     // bitmill and libtorrent seeds: the tracker answers them with the Transmission leecher.
-    let mut bm_seed = Proc::spawn(
+    let mut bm_seed = Proc::named(
         "bitmill seed",
         bitmill()
             .arg("seed")
@@ -240,7 +121,7 @@ fn mixed_swarm_finds_itself_through_bitmill_tracker() {
     let mut leechers: Vec<(Proc, PathBuf)> = Vec::new();
     for i in 0..2 {
         let out = root.join(format!("bm-out{i}"));
-        let p = Proc::spawn(
+        let p = Proc::named(
             &format!("bitmill download {i}"),
             bitmill()
                 .arg("download")
@@ -348,7 +229,7 @@ fn mixed_swarm_finds_itself_through_bitmill_tracker() {
     {
         eprintln!("Transmission leecher: {}", l.trim());
     }
-    bm_seed.signal_int();
-    tracker.signal_int();
+    bm_seed.interrupt();
+    tracker.interrupt();
     eprintln!("mixed swarm: {:.2?}", t0.elapsed());
 }

@@ -85,20 +85,29 @@ pub fn tests_file(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A running bitmill process whose stderr lines we can wait for.
+/// A running process whose stderr lines we can wait for; killed when dropped.
 pub struct Proc {
+    pub name: String,
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    code: Option<Option<i32>>,
 }
 
 impl Proc {
+    /// Starts a bitmill process.
     pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc::named("bitmill", cmd)
+    }
+
+    /// Starts a process called `name` in failure messages.
+    pub fn named(name: &str, cmd: &mut Command) -> Proc {
         let mut child = cmd
+            .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .expect("spawn bitmill");
+            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
         let err = child.stderr.take().unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
@@ -109,10 +118,33 @@ impl Proc {
             }
         });
         Proc {
+            name: name.to_string(),
             child,
             lines,
             seen: Vec::new(),
+            code: None,
         }
+    }
+
+    /// Everything seen so far, plus whatever is queued.
+    pub fn log(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
+    /// `Some(exit code)` once the process has exited (its output then fully read).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        if self.code.is_none() {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(l);
+                }
+                self.code = Some(st.code());
+            }
+        }
+        self.code
     }
 
     /// Waits for a stderr line containing `pat`; returns it.
@@ -131,36 +163,62 @@ impl Proc {
                     }
                 }
                 Err(_) => panic!(
-                    "no line with {pat:?} within {timeout:?}; got:\n{}",
+                    "{}: no line with {pat:?} within {timeout:?}; got:\n{}",
+                    self.name,
                     self.seen.join("\n")
                 ),
             }
         }
     }
 
-    /// The listening address it printed.
+    /// The listening address it printed (`listening on IP:PORT`).
     pub fn addr(&mut self) -> String {
-        let l = self.wait_for("listening on ", Duration::from_secs(20));
-        l.trim_start_matches("listening on ").trim().to_string()
+        let l = self.wait_for("listening on ", Duration::from_secs(30));
+        let a = l
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        assert!(
+            !a.is_empty() && !a.ends_with(":0"),
+            "{}: bad address in {l:?}",
+            self.name
+        );
+        a
     }
 
     /// Waits for exit; returns the exit code and all stderr.
-    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, String) {
+    pub fn finish(self, timeout: Duration) -> (Option<i32>, String) {
+        self.finish_with(timeout, None)
+    }
+
+    /// [`Proc::finish`], showing `other`'s log too if it times out (the peer on the other
+    /// side).
+    pub fn finish_beside(self, timeout: Duration, other: &mut Proc) -> (Option<i32>, String) {
+        self.finish_with(timeout, Some(other))
+    }
+
+    fn finish_with(mut self, timeout: Duration, other: Option<&mut Proc>) -> (Option<i32>, String) {
         let end = Instant::now() + timeout;
         loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                    self.seen.push(l);
-                }
-                return (st.code(), self.seen.join("\n"));
+            if let Some(code) = self.exited() {
+                return (code, self.seen.join("\n"));
             }
             while let Ok(l) = self.lines.try_recv() {
                 self.seen.push(l);
             }
             if Instant::now() > end {
                 let _ = self.child.kill();
+                let other = other
+                    .map(|o| {
+                        let log = o.log();
+                        format!("\n--- {} ---\n{log}", o.name)
+                    })
+                    .unwrap_or_default();
                 panic!(
-                    "process did not exit within {timeout:?}:\n{}",
+                    "{} did not exit within {timeout:?}:\n{}{other}",
+                    self.name,
                     self.seen.join("\n")
                 );
             }
@@ -235,4 +293,24 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The Python that has the `python3-libtorrent` bindings (Debian's, not a pyenv one).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Fails (never skips) when the python3-libtorrent bindings are not usable.
+pub fn check_libtorrent() {
+    assert!(
+        Path::new(PYTHON).is_file(),
+        "{PYTHON} is not installed: run tools/install-deps (CI does)"
+    );
+    let out = Command::new(PYTHON)
+        .args(["-c", "import libtorrent; print(libtorrent.__version__)"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
+    assert!(
+        out.status.success(),
+        "python3-libtorrent is not installed for {PYTHON}: run tools/install-deps (CI does)\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
