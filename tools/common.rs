@@ -89,3 +89,41 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 pub(crate) fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
+
+/// A temporary folder under `base` (default /tmp), removed on drop. World-readable: a server
+/// under test may drop privileges (opentracker runs as `nobody`) and must still read it.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(prefix: &str, base: Option<&Path>) -> R<TempDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let base = base.map_or_else(|| PathBuf::from("/tmp"), Path::to_path_buf);
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = base.join(format!("{prefix}-{}-{nanos:09}", std::process::id()));
+        std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let t = TempDir(p);
+        std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", t.0.display()))?;
+        Ok(t)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("warning: could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+pub(crate) fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}

@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bitmill::metainfo::Metainfo;
 use bitmill::rng::Rng;
@@ -172,31 +172,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 // ---------------------------------------------------------------------------------------------
 // Temporary folder, removed on drop.
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(base: Option<&Path>) -> R<TempDir> {
-        let base = base.map_or_else(|| PathBuf::from("/tmp"), Path::to_path_buf);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let p = base.join(format!(
-            "bitmill-throughput-{}-{nanos:09}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        Ok(TempDir(p))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("warning: could not remove {}: {e}", self.0.display());
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: stderr lines with timestamps, exit noticed without reaping (so a kill by
@@ -474,16 +449,6 @@ impl Drop for Proc {
 
 // ---------------------------------------------------------------------------------------------
 // /proc readers.
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
 
 /// utime + stime of the whole process, in seconds.
 fn proc_cpu(pid: libc::pid_t) -> Option<f64> {
@@ -784,7 +749,7 @@ fn read_whole(path: &Path) -> R<f64> {
 
 fn setup(c: &Common) -> R<Setup> {
     let bitmill = bitmill_path(c)?;
-    let tmp = TempDir::new(c.dir.as_deref())?;
+    let tmp = TempDir::new("bitmill-throughput", c.dir.as_deref())?;
     let src_dir = tmp.0.join("src");
     let seed_resume = tmp.0.join("seed-resume");
     for d in [&src_dir, &seed_resume] {

@@ -79,7 +79,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bitmill::rng::Rng;
 use bitmill::tracker::http::{announce_url, get_request, parse_announce_response, ReadProgress};
@@ -194,35 +194,6 @@ struct Cli {
 
 // ---------------------------------------------------------------------------------------------
 // Temporary folder, removed on drop.
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(base: Option<&Path>) -> R<TempDir> {
-        let base = base.map_or_else(|| PathBuf::from("/tmp"), Path::to_path_buf);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let p = base.join(format!(
-            "bitmill-tracker-load-{}-{nanos:09}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let t = TempDir(p);
-        // opentracker drops to `nobody` before it reads the whitelist.
-        std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", t.0.display()))?;
-        Ok(t)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            eprintln!("warning: could not remove {}: {e}", self.0.display());
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: stderr lines with timestamps, exit noticed without reaping (so a kill by
@@ -466,16 +437,6 @@ impl Drop for Proc {
 
 // ---------------------------------------------------------------------------------------------
 // /proc readers.
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
 
 /// utime + stime in seconds from the text of a `stat` file.
 fn stat_cpu(s: &str) -> Option<f64> {
@@ -2799,7 +2760,7 @@ fn run(a: &Cli) -> R<()> {
     }
     let (head, mut jv) = header(a, bitmill.as_deref(), &plan);
     emit(a.json, &head);
-    let tmp = TempDir::new(a.dir.as_deref())?;
+    let tmp = TempDir::new("bitmill-tracker-load", a.dir.as_deref())?;
     let whitelist = tmp.0.join("whitelist.txt");
     std::fs::write(&whitelist, plan.whitelist())
         .map_err(|e| format!("{}: {e}", whitelist.display()))?;
