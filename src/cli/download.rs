@@ -91,7 +91,8 @@ pub(crate) fn run(a: DownloadArgs) -> CliResult {
         quiet,
         a.seed_after,
         now,
-    );
+    )
+    .with_status(a.swarm.status());
     {
         let (m2, content2, specs2, rpath2) =
             (m.clone(), content.clone(), specs.clone(), rpath.clone());

@@ -72,7 +72,8 @@ pub(crate) fn run(a: SeedArgs) -> CliResult {
         quiet,
         true,
         clock::now(),
-    );
+    )
+    .with_status(a.swarm.status());
     let result = reactor.run(&mut engine, &mut session);
     session.finish();
     save_resume(&mut engine, t, &m, &content, &specs, &rpath);

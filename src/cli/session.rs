@@ -151,6 +151,8 @@ pub(crate) struct Session {
     name: String,
     last_save: Instant,
     save: Option<Box<dyn FnMut(&mut Engine)>>,
+    /// Machine-readable progress lines on stdout: how often, and when the next is due.
+    status: Option<(Duration, Instant)>,
 }
 
 impl Session {
@@ -190,7 +192,39 @@ impl Session {
             name: name.to_string(),
             last_save: now,
             save: None,
+            status: None,
         }
+    }
+
+    /// Prints a JSON progress line on stdout every `every` (and one at completion).
+    pub(crate) fn with_status(mut self, every: Option<Duration>) -> Self {
+        self.status = every.map(|e| (e, self.started));
+        self
+    }
+
+    /// One progress line: `{"event":..,"t":..,"have_pieces":..,...}`, flushed at once.
+    fn status_line(&self, now: Instant, engine: &Engine, event: &str) {
+        use std::io::Write;
+        let s = engine.stats(self.torrent);
+        let line = serde_json::json!({
+            "event": event,
+            "elapsed": now.duration_since(self.started).as_secs_f64(),
+            "have_pieces": s.have_pieces,
+            "num_pieces": s.num_pieces,
+            "have_bytes": s.have_bytes,
+            "total_bytes": s.total_bytes,
+            "downloaded": s.downloaded,
+            "uploaded": s.uploaded,
+            "wasted": s.wasted,
+            "down_rate": s.down_rate,
+            "up_rate": s.up_rate,
+            "peers": s.peers,
+            "seeds": s.seeds,
+        });
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (the reader went away) must not stop the transfer.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
     }
 
     /// Saves the resume record every few minutes (and the caller saves at exit).
@@ -244,6 +278,9 @@ impl Driver for Session {
         match event {
             Action::TorrentComplete(_) => {
                 self.completed_at = Some(now);
+                if self.status.is_some() {
+                    self.status_line(now, engine, "complete");
+                }
                 let secs = now.duration_since(self.started).as_secs_f64();
                 let s = engine.stats(self.torrent);
                 self.say(&format!(
@@ -261,6 +298,12 @@ impl Driver for Session {
     }
 
     fn on_tick(&mut self, now: Instant, engine: &mut Engine) -> Control {
+        if let Some((every, next)) = self.status {
+            if now >= next {
+                self.status = Some((every, (next + every).max(now)));
+                self.status_line(now, engine, "progress");
+            }
+        }
         if self.failed.is_some() {
             return Control::Stop;
         }
@@ -381,6 +424,15 @@ pub(crate) struct SwarmArgs {
     /// No progress display.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Upload nothing: unchoke no peer (a leech-only client, as the clients of a
+    /// client-server distribution are).
+    #[arg(long)]
+    pub(crate) no_upload: bool,
+    /// Print machine-readable progress on stdout, one JSON object per line: where we listen,
+    /// then counters every MS milliseconds, and a line at once on completion (`bitmill swarm`
+    /// reads these).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) status_every: Option<u64>,
 }
 
 impl SwarmArgs {
@@ -390,6 +442,10 @@ impl SwarmArgs {
         cfg.max_peers_per_torrent = max_peers;
         cfg.max_peers = cfg.max_peers.max(max_peers);
         cfg.choker.regular_slots = self.upload_slots;
+        if self.no_upload {
+            cfg.choker.regular_slots = 0;
+            cfg.choker.optimistic_slots = 0;
+        }
         Engine::new(cfg)
     }
 
@@ -400,6 +456,9 @@ impl SwarmArgs {
             listen: Some(listen),
             max_download_rate: self.max_download_rate,
             max_upload_rate: self.max_upload_rate,
+            tick: self.status().map_or(ReactorConfig::default().tick, |e| {
+                e.min(ReactorConfig::default().tick)
+            }),
             ..Default::default()
         };
         match Reactor::new(cfg(self.listen)) {
@@ -417,6 +476,11 @@ impl SwarmArgs {
         }
     }
 
+    /// How often to print a status line (`--status-every`).
+    pub(crate) fn status(&self) -> Option<Duration> {
+        self.status_every.map(Duration::from_millis)
+    }
+
     /// Adds the `--peer`s, prints where we listen, and announces to the torrent's trackers.
     pub(crate) fn connect(
         &self,
@@ -428,6 +492,13 @@ impl SwarmArgs {
         engine.add_peers(bitmill::net::clock::now(), t, self.peers.iter().copied());
         if let Some(addr) = reactor.local_addr() {
             eprintln!("listening on {addr}");
+            if self.status_every.is_some() {
+                use std::io::Write;
+                let line = serde_json::json!({"event": "listening", "addr": addr.to_string()});
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
             if !self.no_trackers {
                 if let Some(c) = tracker_client(m, engine.peer_id(), addr.port()) {
                     reactor.add_tracker_client(t, c);

@@ -2,6 +2,7 @@
 //! the mio reactor, connections, dialing. The only place in the crate allowed to do so.
 
 mod announcer;
+pub mod children;
 pub mod clock;
 pub mod dns;
 pub mod hasher;
