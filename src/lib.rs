@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!             CLI (src/main.rs, src/cli/)          tools/ (throughput driver)
-//!                          |
+//!                          |        \
+//!                          |         lab/ — swarm lab theory and reports: pure, returns strings
 //!        net/  — the ONLY code that touches mio, sockets, the clock, signals, threads
 //!         reactor: Poll loop, Slab of connections (slab key + 16 == mio Token == PeerKey),
 //!                  writev of queued Bytes, token-bucket rate limits, hashing threads
@@ -39,6 +40,10 @@
 //! - [`net`]: [`net::Reactor`] runs the engine over real sockets; [`net::hasher`] verifies
 //!   pieces on helper threads; [`net::limiter`] token buckets; [`net::clock`] is the crate's
 //!   only clock read.
+//! - [`lab`]: the swarm lab's pure half: the client-server and P2P distribution-time bounds,
+//!   the lab's argument parsers (peer counts, sizes, rates), run results, and their reports
+//!   (aligned table, CSV, JSON that reads back) and figure (SVG, drawn with plotters). The
+//!   `bitmill swarm` command runs the processes and hands the measurements to it.
 //!
 //! ## Data flow
 //!
@@ -56,12 +61,13 @@
 //! scheduler and the server's swarm table; `net/` carries their bytes (DNS on a helper
 //! thread, HTTP over non-blocking TCP, UDP sockets) in the same reactor as the peers.
 //!
-//! Not implemented yet: the swarm lab, BEP 10 extensions, MSE encryption, magnet links,
-//! DHT, uTP, v2 torrents.
+//! Not implemented yet: the swarm lab's runner (`bitmill swarm`), BEP 10 extensions, MSE
+//! encryption, magnet links, DHT, uTP, v2 torrents.
 
 pub mod bencode;
 pub mod bitfield;
 pub mod engine;
+pub mod lab;
 pub mod metainfo;
 pub mod net;
 pub mod rng;
