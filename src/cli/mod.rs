@@ -9,6 +9,7 @@ mod hashing;
 mod info;
 mod seed;
 mod session;
+mod swarm;
 mod tracker;
 mod verify;
 
@@ -38,6 +39,9 @@ enum Command {
     Seed(seed::SeedArgs),
     /// Run a tracker: HTTP and UDP announces on one port.
     Tracker(tracker::TrackerArgs),
+    /// The swarm lab: a tracker, a seed and N leechers as real processes on loopback; measures
+    /// how the time to reach every leecher grows with N, client-server against P2P.
+    Swarm(swarm::SwarmLabArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -50,6 +54,7 @@ pub(crate) fn main() -> i32 {
         Command::Download(a) => download::run(a),
         Command::Seed(a) => seed::run(a),
         Command::Tracker(a) => tracker::run(a),
+        Command::Swarm(a) => swarm::run(a),
     };
     match result {
         Ok(code) => code,

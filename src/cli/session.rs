@@ -442,6 +442,9 @@ impl SwarmArgs {
         cfg.max_peers_per_torrent = max_peers;
         cfg.max_peers = cfg.max_peers.max(max_peers);
         cfg.choker.regular_slots = self.upload_slots;
+        if let Some(up) = self.max_upload_rate {
+            cfg.send_buffer = bitmill::engine::send_buffer_for_rate(up);
+        }
         if self.no_upload {
             cfg.choker.regular_slots = 0;
             cfg.choker.optimistic_slots = 0;

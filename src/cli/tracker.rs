@@ -41,6 +41,10 @@ pub(crate) struct TrackerArgs {
     /// Nothing but errors.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Print `{"event":"listening","addr":"IP:PORT"}` on stdout once listening (for scripts
+    /// that start the tracker on port 0; `bitmill swarm` does).
+    #[arg(long)]
+    pub(crate) status: bool,
 }
 
 impl TrackerArgs {
@@ -55,6 +59,7 @@ impl TrackerArgs {
             max_peers_per_torrent: 50_000,
             stats_every: 0,
             quiet: true,
+            status: false,
         }
     }
 }
@@ -133,6 +138,13 @@ pub(crate) fn run(a: TrackerArgs) -> CliResult {
         .serve_tracker(a.listen, config, entropy())
         .map_err(|e| format!("listen on {}: {e}", a.listen))?;
     eprintln!("tracker listening on {local} (HTTP http://{local}/announce, UDP udp://{local})");
+    if a.status {
+        use std::io::Write;
+        let line = serde_json::json!({"event": "listening", "addr": local.to_string()});
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
     let mut engine = Engine::new(engine_config());
     let now = clock::now();
     let mut driver = TrackerDriver {

@@ -65,6 +65,9 @@ pub struct PeerKey(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TorrentId(pub usize);
 
+/// In endgame, duplicate requests given to an idle peer at once.
+const ENDGAME_BATCH: usize = 2;
+
 /// Engine settings. Defaults follow what mature clients use.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -98,12 +101,22 @@ pub struct EngineConfig {
     pub handshake_timeout: Duration,
     /// Requests from one peer queued for serving, at most; more are dropped.
     pub max_peer_requests: usize,
-    /// Bytes queued for one peer's socket before we stop reading blocks for it.
+    /// Bytes queued for one peer's socket before we stop reading blocks for it. Blocks past
+    /// this point are committed: a `cancel` or our own `choke` can no longer take them back.
+    /// Under an upload rate limit keep it to a few blocks (see [`send_buffer_for_rate`]), or
+    /// the queue holds seconds of data that endgame cancels cannot stop.
     pub send_buffer: usize,
     /// Hash failures attributed to one address before it is banned.
     pub ban_strikes: u32,
     /// Seed for the engine's random choices (tie-breaks, optimistic unchoke).
     pub seed: u64,
+}
+
+/// A per-peer send buffer for an upload capped at `rate` bytes/s: 20 ms of the whole rate,
+/// at least two blocks (so a socket never waits for the engine), at most the default 4 MiB.
+pub fn send_buffer_for_rate(rate: u64) -> usize {
+    let two_blocks = 2 * (BLOCK_LEN as usize + 13);
+    ((rate / 50) as usize).clamp(two_blocks, 4 << 20)
 }
 
 impl Default for EngineConfig {
@@ -685,6 +698,7 @@ impl Engine {
         };
         tor.peers.retain(|x| *x != k);
         tor.choker.peer_left(k);
+        let was_served = p.peer_interested && !p.am_choking;
         for b in &p.requests {
             tor.picker.abort(*b);
         }
@@ -720,6 +734,9 @@ impl Engine {
             } else {
                 tor.candidates.remove(&p.addr);
             }
+        }
+        if was_served {
+            self.refill_slot(now, t);
         }
     }
 
@@ -985,8 +1002,14 @@ impl Engine {
                 self.unchoke_if_free_slot(now, t, k);
             }
             Message::NotInterested => {
+                let was_served = self
+                    .peer(k)
+                    .is_some_and(|p| p.peer_interested && !p.am_choking);
                 if let Some(p) = self.peer_mut(k) {
                     p.peer_interested = false;
+                }
+                if was_served {
+                    self.refill_slot(now, t);
                 }
             }
             Message::Have(i) => {
@@ -1245,6 +1268,35 @@ impl Engine {
         }
     }
 
+    /// An upload slot came free between two choker rounds (a peer we served lost interest or
+    /// left): give it at once to the waiting interested peer that sends us most (at random
+    /// among equals, as for a seed), instead of leaving upload capacity idle until the next
+    /// round, which may be 10 s away. The next round re-decides as usual.
+    fn refill_slot(&mut self, now: Instant, t: TorrentId) {
+        let slots = self.cfg.choker.regular_slots + self.cfg.choker.optimistic_slots;
+        let mut served = 0;
+        let mut best: Option<(u64, u64, PeerKey)> = None;
+        for &o in &self.torrents[t.0].peers {
+            let Some(p) = self.peer(o) else { continue };
+            if p.phase != Phase::Active || !p.peer_interested {
+                continue;
+            }
+            if !p.am_choking {
+                served += 1;
+            } else {
+                let key = (p.down.per_second(), self.rng.next(), o);
+                if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                    best = Some(key);
+                }
+            }
+        }
+        if served < slots {
+            if let Some((_, _, k)) = best {
+                self.set_choke(now, k, false);
+            }
+        }
+    }
+
     fn set_choke(&mut self, now: Instant, k: PeerKey, choke: bool) {
         let Some(p) = self.peer_mut(k) else { return };
         if p.am_choking == choke {
@@ -1299,6 +1351,17 @@ impl Engine {
         let tor = &mut self.torrents[t.0];
         if tor.error.is_some() {
             return None;
+        }
+        let mut want = want;
+        if tor.picker.in_endgame() {
+            // Endgame: every missing block is already asked for somewhere. Duplicates go only
+            // to a peer with nothing else in flight, and a few at a time, so that a fast peer
+            // takes over the stragglers of slow ones without every peer re-requesting every
+            // block (each duplicate that arrives second is wasted upload).
+            if !p.requests.is_empty() {
+                return None;
+            }
+            want = want.min(ENDGAME_BATCH);
         }
         let mut picked = std::mem::take(&mut self.scratch);
         picked.clear();

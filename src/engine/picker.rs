@@ -36,7 +36,9 @@ use crate::rng::Rng;
 pub struct PickerConfig {
     /// Pick at random while we have fewer than this many pieces.
     pub random_first: u32,
-    /// In endgame, the most peers one block is requested from at once.
+    /// In endgame, the most peers one block is requested from at once. Default 2: one
+    /// duplicate beats a slow or stalled holder; more only multiply the bytes thrown away
+    /// (the swarm lab measured 17% of all bytes received wasted with 3 copies).
     pub endgame_max_copies: u8,
 }
 
@@ -44,7 +46,7 @@ impl Default for PickerConfig {
     fn default() -> Self {
         PickerConfig {
             random_first: 4,
-            endgame_max_copies: 3,
+            endgame_max_copies: 2,
         }
     }
 }
