@@ -37,8 +37,9 @@
 //!   [`engine::picker`] (rarest first, random first pieces, partial pieces first, endgame),
 //!   [`engine::choker`] (tit-for-tat, optimistic unchoke, seeding rotation).
 //! - [`net`]: [`net::Reactor`] runs the engine over real sockets; [`net::hasher`] verifies
-//!   pieces on helper threads; [`net::limiter`] token buckets; [`net::clock`] is the crate's
-//!   only clock read.
+//!   pieces on helper threads; [`net::limiter`] the token buckets and the policy that gates
+//!   connections by global and per-torrent rate limits; [`net::clock`] is the crate's only
+//!   clock read.
 //!
 //! ## Data flow
 //!
