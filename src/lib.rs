@@ -38,8 +38,9 @@
 //!   [`engine::picker`] (rarest first, random first pieces, partial pieces first, endgame),
 //!   [`engine::choker`] (tit-for-tat, optimistic unchoke, seeding rotation).
 //! - [`net`]: [`net::Reactor`] runs the engine over real sockets; [`net::hasher`] verifies
-//!   pieces on helper threads; [`net::limiter`] token buckets; [`net::clock`] is the crate's
-//!   only clock read.
+//!   pieces on helper threads; [`net::limiter`] the token buckets and the policy that gates
+//!   connections by global and per-torrent rate limits; [`net::clock`] is the crate's only
+//!   clock read.
 //! - [`lab`]: the swarm lab's pure half: the client-server and P2P distribution-time bounds,
 //!   the lab's argument parsers (peer counts, sizes, rates), run results, and their reports
 //!   (aligned table, CSV, JSON that reads back) and figure (SVG, drawn with plotters). The

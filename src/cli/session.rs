@@ -284,7 +284,7 @@ impl Driver for Session {
                 let secs = now.duration_since(self.started).as_secs_f64();
                 let s = engine.stats(self.torrent);
                 self.say(&format!(
-                    "{}: complete, {} received in {secs:.2} s ({}/s)",
+                    "{}: complete, {} received in {secs:.3} s ({}/s)",
                     self.name,
                     human_bytes(s.downloaded),
                     human_bytes((s.downloaded as f64 / secs.max(1e-9)) as u64)
@@ -409,10 +409,12 @@ pub(crate) struct SwarmArgs {
     /// Do not announce to the torrent's trackers (use only --peer and incoming peers).
     #[arg(long)]
     pub(crate) no_trackers: bool,
-    /// Cap on the download rate, bytes/s (`500K`, `10M`).
+    /// Cap on the download rate in bytes/s (`500K`, `1.5M`, `2M/s`; K = 1024). It covers the
+    /// whole process, and a process runs one torrent, so it is that torrent's cap.
     #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
     pub(crate) max_download_rate: Option<u64>,
-    /// Cap on the upload rate, bytes/s (`500K`, `10M`).
+    /// Cap on the upload rate in bytes/s (`500K`, `1.5M`, `2M/s`; K = 1024). It covers the
+    /// whole process, and a process runs one torrent, so it is that torrent's cap.
     #[arg(long, value_name = "RATE", value_parser = super::parse_rate)]
     pub(crate) max_upload_rate: Option<u64>,
     /// Peers unchoked at once by tit-for-tat (plus one optimistic unchoke).

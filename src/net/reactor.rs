@@ -15,6 +15,13 @@
 //! [`Reactor::offload_hashing`], inline otherwise (the engine cannot tell; DESIGN.md rule 4).
 //! On a one-core device inline is the right choice; with two or more cores SHA-1 on another
 //! core lets the reactor keep receiving.
+//!
+//! Rate limits ([`RateLimits`]): every read and write first asks how much credit the
+//! connection has, under the global cap of its direction ([`ReactorConfig`]) and its
+//! torrent's ([`Reactor::set_torrent_rate_limits`]); a connection without credit is parked,
+//! its deadline joins the poll timeout, and parked connections are resumed in rounds with a
+//! fair share each. An outbound connection's torrent is known from its dial; an inbound
+//! one's from the info hash in the peer's handshake, read before the engine takes it.
 
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
@@ -25,11 +32,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::engine::{Action, CloseReason, Engine, PeerKey};
-use crate::metainfo::Info;
+use crate::engine::{Action, CloseReason, Engine, PeerKey, TorrentId};
+use crate::metainfo::{Info, InfoHash};
 use crate::net::announcer::{Announcer, DNS_TOKEN, HTTP_BASE, UDP_TOKEN};
 use crate::net::hasher::Hasher;
-use crate::net::limiter::TokenBucket;
+use crate::net::limiter::{Direction, RateLimits};
 use crate::net::tracker_front::{TrackerFront, TRACKER_CONN_BASE, TRACKER_TCP, TRACKER_UDP};
 use crate::net::{clock, signals};
 use crate::storage::FileSpec;
@@ -54,9 +61,10 @@ pub struct ReactorConfig {
     pub connect_timeout: Duration,
     /// Call [`Driver::on_tick`] at least this often.
     pub tick: Duration,
-    /// Cap on bytes read from all peers per second.
+    /// Cap on bytes read from all peers per second (all torrents together; per-torrent caps:
+    /// [`Reactor::set_torrent_rate_limits`]).
     pub max_download_rate: Option<u64>,
-    /// Cap on bytes written to all peers per second.
+    /// Cap on bytes written to all peers per second (all torrents together).
     pub max_upload_rate: Option<u64>,
 }
 
@@ -112,6 +120,12 @@ struct Conn {
     inbuf: BytesMut,
     connecting: Option<Instant>,
     writable: bool,
+    /// The torrent, for its rate limits: known from the dial for outbound connections, from
+    /// the peer's handshake for inbound ones (and then only if it has limits of its own).
+    torrent: Option<TorrentId>,
+    /// Inbound, handshake not seen yet: bytes read so far (charged to the torrent's bucket
+    /// once the handshake names it).
+    unidentified: Option<u64>,
 }
 
 /// The event loop. See the module docs.
@@ -125,31 +139,8 @@ pub struct Reactor {
     hasher: Option<Hasher>,
     announcer: Announcer,
     tracker: Option<TrackerFront>,
-    down: Option<TokenBucket>,
-    up: Option<TokenBucket>,
-    /// Connections with data to read or write but no rate-limit credit, and when credit
-    /// returns.
-    read_paused: Vec<usize>,
-    write_paused: Vec<usize>,
-    resume_at: Option<Instant>,
-    /// While parked connections are resumed: how many share the credit, so the first one
-    /// does not take it all.
-    sharing: u64,
-    rotate: usize,
-}
-
-/// Credit a rate limiter may hold: two blocks with headers, or 5 ms at the rate when that is
-/// more. The poll timeout has millisecond resolution, so the reactor wakes up to a
-/// millisecond late; credit that can cover the lateness is not lost, which keeps the long-run
-/// rate exact, while no second ever carries more than `rate + burst`.
-fn limiter_burst(rate: u64) -> u64 {
-    (2 * (u64::from(crate::metainfo::BLOCK_LEN) + 13)).max(rate / 200)
-}
-
-/// A connection's part of `avail` bytes of credit shared by `sharing` connections: an equal
-/// share, but at least a block so every turn makes progress.
-fn fair(avail: u64, sharing: u64) -> usize {
-    (avail / sharing.max(1)).max(16 * 1024 + 13).min(avail) as usize
+    /// Rate limits (global and per torrent) and the connections parked on them.
+    limits: RateLimits,
 }
 
 fn key_of(token: Token) -> Option<usize> {
@@ -174,12 +165,7 @@ impl Reactor {
             listener = Some(l);
         }
         signals::install();
-        let cfg_down = cfg
-            .max_download_rate
-            .map(|r| TokenBucket::new(r, limiter_burst(r)));
-        let cfg_up = cfg
-            .max_upload_rate
-            .map(|r| TokenBucket::new(r, limiter_burst(r)));
+        let limits = RateLimits::new(cfg.max_download_rate, cfg.max_upload_rate);
         Ok(Reactor {
             poll,
             listener,
@@ -194,14 +180,33 @@ impl Reactor {
                     .map_or(0, |d| d.as_nanos() as u64)
                     ^ (u64::from(std::process::id()) << 32),
             ),
-            down: cfg_down,
-            up: cfg_up,
-            read_paused: Vec::new(),
-            write_paused: Vec::new(),
-            resume_at: None,
-            sharing: 1,
-            rotate: 0,
+            limits,
         })
+    }
+
+    /// Caps one torrent's rates, in bytes/s (`None`: no cap of its own), on top of the global
+    /// caps of [`ReactorConfig`]: a connection of the torrent is gated by both its torrent's
+    /// bucket and the global one (it moves the smaller credit, takes what it moved from both,
+    /// and waits for the later of the two). Calling it again replaces the torrent's caps;
+    /// `None, None` removes them.
+    ///
+    /// `info_hash` is the torrent's: the engine matches an inbound connection to its torrent
+    /// by the info hash in the peer's handshake and does not tell the reactor, so the reactor
+    /// reads the same 20 bytes. Until the first 48 bytes of an inbound handshake have
+    /// arrived, that connection's reads count against the global download cap only; they are
+    /// charged to the torrent's cap as soon as the handshake names it (nothing is written to
+    /// an inbound peer before that). Outbound connections are known from their dial. Inbound
+    /// connections whose handshake arrived before the torrent had caps stay under the global
+    /// caps only.
+    pub fn set_torrent_rate_limits(
+        &mut self,
+        torrent: TorrentId,
+        info_hash: InfoHash,
+        download: Option<u64>,
+        upload: Option<u64>,
+    ) {
+        self.limits
+            .set_torrent(torrent, info_hash, download, upload);
     }
 
     /// The address the listener is bound to (with the real port when 0 was asked for).
@@ -272,7 +277,7 @@ impl Reactor {
             if let Some(t) = engine.poll_timeout() {
                 deadline = deadline.min(t);
             }
-            if let Some(t) = self.resume_at {
+            if let Some(t) = self.limits.poll_timeout() {
                 deadline = deadline.min(t);
             }
             if let Some(t) = self.announcer.poll_timeout() {
@@ -368,30 +373,20 @@ impl Reactor {
             if engine.poll_timeout().is_some_and(|t| now >= t) {
                 engine.handle_timeout(now);
             }
-            if self.resume_at.is_some_and(|t| now >= t) {
-                self.resume_at = None;
-                // Round robin: each parked connection gets an equal share of the credit, and
-                // the order rotates so no connection is always first.
-                let mut reads = std::mem::take(&mut self.read_paused);
-                let mut writes = std::mem::take(&mut self.write_paused);
-                for (list, write) in [(&mut reads, false), (&mut writes, true)] {
-                    if list.len() > 1 {
-                        let r = self.rotate % list.len();
-                        list.rotate_left(r);
-                    }
-                    self.sharing = list.len().max(1) as u64;
-                    for &k in list.iter() {
+            if self.limits.take_due(now) {
+                // Round robin: each parked connection gets an equal share of each of its
+                // buckets, and the order rotates so no connection is always first.
+                for dir in [Direction::Down, Direction::Up] {
+                    for k in self.limits.begin_round(dir) {
                         if self.conns.contains(k) {
-                            if write {
-                                self.write(now, k, engine);
-                            } else {
-                                self.read(now, k, engine);
+                            match dir {
+                                Direction::Down => self.read(now, k, engine),
+                                Direction::Up => self.write(now, k, engine),
                             }
                         }
                     }
-                    self.sharing = 1;
+                    self.limits.end_round();
                 }
-                self.rotate = self.rotate.wrapping_add(1);
             }
             let housekeeping = now >= next_connect_check;
             if housekeeping {
@@ -468,6 +463,8 @@ impl Reactor {
                         inbuf: BytesMut::new(),
                         connecting: None,
                         writable: false,
+                        torrent: None,
+                        unidentified: Some(0),
                     });
                     if !engine.handle_accepted(now, key, addr) {
                         self.drop_conn(key.0 - FIRST_PEER_TOKEN);
@@ -507,6 +504,8 @@ impl Reactor {
                     inbuf: BytesMut::new(),
                     connecting: Some(now),
                     writable: true,
+                    torrent: Some(torrent),
+                    unidentified: None,
                 });
             }
             Err(e) => engine.handle_closed(
@@ -564,18 +563,12 @@ impl Reactor {
     fn read(&mut self, now: Instant, k: usize, engine: &mut Engine) {
         let key = peer_key(k);
         loop {
-            let mut limit = usize::MAX;
-            if let Some(b) = self.down.as_mut() {
-                let avail = b.available(now);
-                if avail == 0 {
-                    let at = b.ready_at(now, 16 * 1024);
-                    self.pause(k, at, false);
-                    return;
-                }
-                limit = fair(avail, self.sharing);
-            }
             let Some(c) = self.conns.get_mut(k) else {
                 return;
+            };
+            let torrent = c.torrent;
+            let Some(limit) = self.limits.credit(now, k, torrent, Direction::Down) else {
+                return; // parked until there is credit
             };
             c.inbuf.reserve(READ_CHUNK);
             let spare = c.inbuf.spare_capacity_mut();
@@ -588,18 +581,23 @@ impl Reactor {
                 unsafe { libc::read(c.stream.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
             if n > 0 {
                 let n = n as usize;
-                if let Some(b) = self.down.as_mut() {
-                    b.consume(n as u64);
-                }
+                self.limits.consume(torrent, Direction::Down, n as u64);
                 // SAFETY: the kernel initialized `n` bytes after the current length.
                 unsafe { c.inbuf.set_len(c.inbuf.len() + n) };
+                if let Some(seen) = c.unidentified.as_mut() {
+                    *seen += n as u64;
+                    self.identify(k);
+                }
+                let Some(c) = self.conns.get_mut(k) else {
+                    return;
+                };
                 engine.handle_bytes(now, key, &mut c.inbuf);
                 if !self.conns.contains(k) {
                     return;
                 }
-                if self.sharing > 1 {
+                if self.limits.shared(torrent, Direction::Down) {
                     // Its share is used: back in line for the next round of credit.
-                    self.repark(now, k, false);
+                    self.limits.park(now, k, torrent, Direction::Down);
                     return;
                 }
                 continue;
@@ -622,21 +620,33 @@ impl Reactor {
         }
     }
 
+    /// An inbound connection's torrent, from the info hash in the peer's handshake (bytes
+    /// 28..48; the engine has not consumed them: it takes the handshake whole, at 68 bytes).
+    /// What it read before is charged to that torrent's download cap.
+    fn identify(&mut self, k: usize) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        let Some(seen) = c.unidentified else { return };
+        if c.inbuf.len() < 48 {
+            return;
+        }
+        c.unidentified = None;
+        let hs = &c.inbuf[..48];
+        if hs[0] != 19 || &hs[1..20] != crate::wire::PROTOCOL {
+            return; // not a handshake: the engine closes it
+        }
+        let mut ih = [0u8; 20];
+        ih.copy_from_slice(&hs[28..48]);
+        c.torrent = self.limits.torrent_of(&ih);
+        if let Some(t) = c.torrent {
+            self.limits.charge_torrent(t, Direction::Down, seen);
+        }
+    }
+
     fn write(&mut self, now: Instant, k: usize, engine: &mut Engine) {
         let key = peer_key(k);
         loop {
-            let mut limit = usize::MAX;
-            if let Some(b) = self.up.as_mut() {
-                if engine.output_len(key) > 0 {
-                    let avail = b.available(now);
-                    if avail == 0 {
-                        let at = b.ready_at(now, 16 * 1024);
-                        self.pause(k, at, true);
-                        return;
-                    }
-                    limit = fair(avail, self.sharing);
-                }
-            }
             let Some(c) = self.conns.get_mut(k) else {
                 return;
             };
@@ -654,6 +664,10 @@ impl Reactor {
                 }
                 return;
             }
+            let torrent = c.torrent;
+            let Some(limit) = self.limits.credit(now, k, torrent, Direction::Up) else {
+                return; // parked until there is credit
+            };
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             let mut total = 0;
@@ -673,12 +687,11 @@ impl Reactor {
                     return;
                 }
                 Ok(w) => {
-                    if let Some(b) = self.up.as_mut() {
-                        b.consume(w as u64);
-                    }
+                    self.limits.consume(torrent, Direction::Up, w as u64);
                     engine.consume_output(now, key, w);
-                    if self.sharing > 1 && engine.output_len(key) > 0 {
-                        self.repark(now, k, true);
+                    if self.limits.shared(torrent, Direction::Up) && engine.output_len(key) > 0 {
+                        // Its share is used: back in line for the next round of credit.
+                        self.limits.park(now, k, torrent, Direction::Up);
                         return;
                     }
                 }
@@ -702,32 +715,6 @@ impl Reactor {
                     return;
                 }
             }
-        }
-    }
-
-    /// Parks a connection until the rate limiter has credit again.
-    fn pause(&mut self, k: usize, at: Instant, write: bool) {
-        let list = if write {
-            &mut self.write_paused
-        } else {
-            &mut self.read_paused
-        };
-        if !list.contains(&k) {
-            list.push(k);
-        }
-        self.resume_at = Some(self.resume_at.map_or(at, |r| r.min(at)));
-    }
-
-    /// Parks a connection that used its share of rate-limit credit.
-    fn repark(&mut self, now: Instant, k: usize, write: bool) {
-        let bucket = if write {
-            self.up.as_mut()
-        } else {
-            self.down.as_mut()
-        };
-        if let Some(b) = bucket {
-            let at = b.ready_at(now, 16 * 1024);
-            self.pause(k, at, write);
         }
     }
 
