@@ -96,7 +96,9 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// Drop a connection whose handshake has not arrived after this long.
     pub handshake_timeout: Duration,
-    /// Requests from one peer queued for serving, at most; more are dropped.
+    /// Requests from one peer queued for serving, at most; more are dropped. Peers that speak
+    /// the extension protocol are told this number (`reqq` in our BEP 10 handshake), so a
+    /// well-behaved one never sends more.
     pub max_peer_requests: usize,
     /// Bytes queued for one peer's socket before we stop reading blocks for it.
     pub send_buffer: usize,
@@ -403,6 +405,8 @@ pub struct Engine {
     serve_wakeup: Option<Instant>,
     scratch: Vec<BlockRef>,
     header_buf: BytesMut,
+    /// The payload of our BEP 10 extension handshake ([`wire::extension_handshake`]).
+    ext_handshake: Bytes,
 }
 
 impl fmt::Debug for Engine {
@@ -422,7 +426,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 impl Engine {
     /// An engine with no torrents.
     pub fn new(cfg: EngineConfig) -> Engine {
+        let reqq = u32::try_from(cfg.max_peer_requests).unwrap_or(u32::MAX);
+        let version = concat!("bitmill ", env!("CARGO_PKG_VERSION"));
         Engine {
+            ext_handshake: wire::extension_handshake(reqq, version),
             rng: Rng::new(cfg.seed),
             cfg,
             torrents: Vec::new(),
@@ -631,7 +638,7 @@ impl Engine {
         let Some(p) = self.peer(k) else { return };
         let Some(t) = p.torrent else { return };
         let ih = self.torrents[t.0].info_hash;
-        let hs = Handshake::new(ih.0, self.cfg.peer_id).encode();
+        let hs = self.our_handshake(ih).encode();
         if let Some(p) = self.peer_mut(k) {
             p.phase = Phase::Handshake;
             p.connected_at = now;
@@ -911,7 +918,7 @@ impl Engine {
         let n = tor.info.layout().num_pieces();
         let have_bytes = (tor.picker.have().count() > 0)
             .then(|| Bytes::copy_from_slice(tor.picker.have().as_bytes()));
-        let ours = Handshake::new(tor.info_hash.0, self.cfg.peer_id).encode();
+        let ours = self.our_handshake(tor.info_hash).encode();
         if !outbound {
             self.torrents[t.0].peers.push(k);
         }
@@ -929,8 +936,18 @@ impl Engine {
         if let Some(b) = have_bytes {
             self.send_msg(now, k, &Message::Bitfield(b));
         }
+        if h.supports_extension_protocol() {
+            let payload = self.ext_handshake.clone();
+            self.send_msg(now, k, &Message::Extended { id: 0, payload });
+        }
         self.ensure_tick(now);
         true
+    }
+
+    /// Our handshake for a torrent: the extension protocol bit set (BEP 10), so that peers
+    /// learn our `reqq` from the extension handshake sent after it; no other capability.
+    fn our_handshake(&self, info_hash: InfoHash) -> Handshake {
+        Handshake::new(info_hash.0, self.cfg.peer_id).with(wire::ReservedBit::EXTENSION_PROTOCOL)
     }
 
     fn on_message(&mut self, now: Instant, k: PeerKey, m: Message) -> Result<(), CloseReason> {
