@@ -31,8 +31,9 @@
 //!   (the only way to get a [`storage::verify::VerifiedPiece`]) and the resume record live
 //!   here too.
 //! - [`wire`]: the peer protocol codec: handshake, every BEP 3 message (and the BEP 6/10 ids,
-//!   parsed and ignored); the length prefix is capped before anything is buffered; piece
-//!   payloads are split off the receive buffer without copying.
+//!   parsed and ignored, apart from our own BEP 10 handshake, which offers no extension and
+//!   only tells peers our request queue length, `reqq`); the length prefix is capped before
+//!   anything is buffered; piece payloads are split off the receive buffer without copying.
 //! - [`engine`]: the sans-IO core. Input is `handle_*(now, ..)`, output is
 //!   [`engine::Engine::poll_action`] and queued bytes; time is an argument and timers are data.
 //!   [`engine::picker`] (rarest first, random first pieces, partial pieces first, endgame),
@@ -62,8 +63,8 @@
 //! scheduler and the server's swarm table; `net/` carries their bytes (DNS on a helper
 //! thread, HTTP over non-blocking TCP, UDP sockets) in the same reactor as the peers.
 //!
-//! Not implemented yet: the swarm lab's runner (`bitmill swarm`), BEP 10 extensions, MSE
-//! encryption, magnet links, DHT, uTP, v2 torrents.
+//! Not implemented yet: BEP 10 extensions (beyond the handshake's `reqq`), MSE encryption,
+//! magnet links, DHT, uTP, v2 torrents.
 
 pub mod bencode;
 pub mod bitfield;

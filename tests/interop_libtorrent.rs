@@ -1,7 +1,7 @@
 //! Interop with libtorrent-rasterbar (python3-libtorrent, driven by `tests/lt_peer.py`) over
 //! loopback: bitmill seeds and libtorrent downloads, and the other way round, on a multi-file
-//! torrent with awkward file sizes and on a single 64 MiB file. Every file is compared by
-//! SHA-256 with its source.
+//! torrent with awkward file sizes, on a single 64 MiB file (64 KiB pieces) and on a single
+//! 256 MiB file (256 KiB pieces). Every file is compared by SHA-256 with its source.
 //!
 //! libtorrent runs with DHT, LSD, UPnP, NAT-PMP, uTP and PEX off and listens on 127.0.0.1
 //! only; the downloader always dials the seed (`--peer`). A missing /usr/bin/python3 or
@@ -56,61 +56,6 @@ fn bitmill_download(torrent: &Path, out: &Path, resume: &Path, peer: &str) -> Pr
     )
 }
 
-fn make_torrent(src: &Path, out: &Path, piece: Option<&str>) {
-    let mut cmd = bitmill();
-    cmd.args(["create", "-q"]);
-    if let Some(p) = piece {
-        cmd.args(["-l", p]);
-    }
-    run_expect(cmd.arg("-o").arg(out).arg(src), 0);
-}
-
-/// (relative path, SHA-256) of every file under `root` (or of `root` itself if it is a file).
-
-/// The source for a test: (folder holding it, the torrent's file or folder, the torrent).
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: std::path::PathBuf,
-    parent: std::path::PathBuf,
-    content: std::path::PathBuf,
-    torrent: std::path::PathBuf,
-}
-
-fn odd_tree() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let parent = root.join("src");
-    let content = parent.join("stuff");
-    make_tree(&content, ODD_TREE);
-    let torrent = root.join("t.torrent");
-    make_torrent(&content, &torrent, Some("32K"));
-    Fixture {
-        _tmp: tmp,
-        root,
-        parent,
-        content,
-        torrent,
-    }
-}
-
-fn big_file() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().to_path_buf();
-    let parent = root.join("src");
-    std::fs::create_dir_all(&parent).unwrap();
-    let content = parent.join("big.bin");
-    std::fs::write(&content, data(64 << 20, 4242)).unwrap();
-    let torrent = root.join("t.torrent");
-    make_torrent(&content, &torrent, None);
-    Fixture {
-        _tmp: tmp,
-        root,
-        parent,
-        content,
-        torrent,
-    }
-}
-
 /// bitmill seeds `f`; libtorrent downloads it; every file must match.
 fn bitmill_to_libtorrent(f: &Fixture) {
     let t0 = Instant::now();
@@ -126,9 +71,8 @@ fn bitmill_to_libtorrent(f: &Fixture) {
         seed.log()
     );
     assert!(log.contains("download complete"), "{log}");
-    let name = f.content.file_name().unwrap();
     assert_eq!(
-        sha256_tree(&out.join(name)),
+        sha256_tree(&out.join(f.name())),
         sha256_tree(&f.content),
         "libtorrent's copy differs"
     );
@@ -152,9 +96,8 @@ fn libtorrent_to_bitmill(f: &Fixture) {
         seed.log()
     );
     assert!(log.contains("complete"), "{log}");
-    let name = f.content.file_name().unwrap();
     assert_eq!(
-        sha256_tree(&out.join(name)),
+        sha256_tree(&out.join(f.name())),
         sha256_tree(&f.content),
         "bitmill's copy differs"
     );
@@ -163,20 +106,30 @@ fn libtorrent_to_bitmill(f: &Fixture) {
 
 #[test]
 fn libtorrent_downloads_a_multi_file_torrent_from_bitmill() {
-    bitmill_to_libtorrent(&odd_tree());
+    bitmill_to_libtorrent(&Fixture::odd_tree());
 }
 
 #[test]
 fn bitmill_downloads_a_multi_file_torrent_from_libtorrent() {
-    libtorrent_to_bitmill(&odd_tree());
+    libtorrent_to_bitmill(&Fixture::odd_tree());
 }
 
 #[test]
 fn libtorrent_downloads_a_64_mib_file_from_bitmill() {
-    bitmill_to_libtorrent(&big_file());
+    bitmill_to_libtorrent(&Fixture::single_file(64 << 20, 4242, "64K"));
 }
 
 #[test]
 fn bitmill_downloads_a_64_mib_file_from_libtorrent() {
-    libtorrent_to_bitmill(&big_file());
+    libtorrent_to_bitmill(&Fixture::single_file(64 << 20, 4242, "64K"));
+}
+
+#[test]
+fn libtorrent_downloads_a_256_mib_file_from_bitmill() {
+    bitmill_to_libtorrent(&Fixture::single_file(BIG_FILE, 256, "256K"));
+}
+
+#[test]
+fn bitmill_downloads_a_256_mib_file_from_libtorrent() {
+    libtorrent_to_bitmill(&Fixture::single_file(BIG_FILE, 256, "256K"));
 }

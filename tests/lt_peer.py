@@ -49,10 +49,10 @@ def make_session(port):
         | lt.alert.category_t.connect_notification
         | lt.alert.category_t.status_notification,
     }
-    params = lt.session_params(settings)
-    # No default plugins: no ut_pex, ut_metadata or smart_ban.
-    params.extensions = []
-    ses = lt.session(params)
+    # No default plugins: no ut_pex, ut_metadata or smart_ban. (flags=0 leaves out
+    # add_default_plugins; setting `extensions = []` on a session_params does nothing in the
+    # 2.0 Python bindings, which have no such attribute: ut_pex was still advertised.)
+    ses = lt.session(settings, 0)
     return ses
 
 

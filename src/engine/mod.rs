@@ -93,13 +93,18 @@ pub struct EngineConfig {
     /// A peer that sends no block for this long while we wait for some is snubbed: its
     /// requests go back to the picker for others to fetch.
     pub request_timeout: Duration,
-    /// Send a keep-alive when we have sent nothing for this long.
+    /// Send a keep-alive when we have sent nothing for this long. Well under two minutes:
+    /// libtorrent 2.0 drops a peer that has been silent for 120 s (its `peer_timeout`), and a
+    /// keep-alive due at two minutes arrives just too late. libtorrent itself sends one after
+    /// 60 s of silence, Transmission 3.00 after 100 s.
     pub keepalive_interval: Duration,
     /// Drop a peer we have heard nothing from for this long.
     pub idle_timeout: Duration,
     /// Drop a connection whose handshake has not arrived after this long.
     pub handshake_timeout: Duration,
-    /// Requests from one peer queued for serving, at most; more are dropped.
+    /// Requests from one peer queued for serving, at most; more are dropped. Peers that speak
+    /// the extension protocol are told this number (`reqq` in our BEP 10 handshake), so a
+    /// well-behaved one never sends more.
     pub max_peer_requests: usize,
     /// Bytes queued for one peer's socket before we stop reading blocks for it. Blocks past
     /// this point are committed: a `cancel` or our own `choke` can no longer take them back.
@@ -134,7 +139,7 @@ impl Default for EngineConfig {
             max_queue: 500,
             queue_time: Duration::from_secs(1),
             request_timeout: Duration::from_secs(30),
-            keepalive_interval: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(20),
             max_peer_requests: 2000,
@@ -416,6 +421,8 @@ pub struct Engine {
     serve_wakeup: Option<Instant>,
     scratch: Vec<BlockRef>,
     header_buf: BytesMut,
+    /// The payload of our BEP 10 extension handshake ([`wire::extension_handshake`]).
+    ext_handshake: Bytes,
 }
 
 impl fmt::Debug for Engine {
@@ -435,7 +442,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 impl Engine {
     /// An engine with no torrents.
     pub fn new(cfg: EngineConfig) -> Engine {
+        let reqq = u32::try_from(cfg.max_peer_requests).unwrap_or(u32::MAX);
+        let version = concat!("bitmill ", env!("CARGO_PKG_VERSION"));
         Engine {
+            ext_handshake: wire::extension_handshake(reqq, version),
             rng: Rng::new(cfg.seed),
             cfg,
             torrents: Vec::new(),
@@ -644,7 +654,7 @@ impl Engine {
         let Some(p) = self.peer(k) else { return };
         let Some(t) = p.torrent else { return };
         let ih = self.torrents[t.0].info_hash;
-        let hs = Handshake::new(ih.0, self.cfg.peer_id).encode();
+        let hs = self.our_handshake(ih).encode();
         if let Some(p) = self.peer_mut(k) {
             p.phase = Phase::Handshake;
             p.connected_at = now;
@@ -928,7 +938,7 @@ impl Engine {
         let n = tor.info.layout().num_pieces();
         let have_bytes = (tor.picker.have().count() > 0)
             .then(|| Bytes::copy_from_slice(tor.picker.have().as_bytes()));
-        let ours = Handshake::new(tor.info_hash.0, self.cfg.peer_id).encode();
+        let ours = self.our_handshake(tor.info_hash).encode();
         if !outbound {
             self.torrents[t.0].peers.push(k);
         }
@@ -946,8 +956,18 @@ impl Engine {
         if let Some(b) = have_bytes {
             self.send_msg(now, k, &Message::Bitfield(b));
         }
+        if h.supports_extension_protocol() {
+            let payload = self.ext_handshake.clone();
+            self.send_msg(now, k, &Message::Extended { id: 0, payload });
+        }
         self.ensure_tick(now);
         true
+    }
+
+    /// Our handshake for a torrent: the extension protocol bit set (BEP 10), so that peers
+    /// learn our `reqq` from the extension handshake sent after it; no other capability.
+    fn our_handshake(&self, info_hash: InfoHash) -> Handshake {
+        Handshake::new(info_hash.0, self.cfg.peer_id).with(wire::ReservedBit::EXTENSION_PROTOCOL)
     }
 
     fn on_message(&mut self, now: Instant, k: PeerKey, m: Message) -> Result<(), CloseReason> {

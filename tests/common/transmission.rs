@@ -145,19 +145,66 @@ impl Transmission {
         self.remote(&["-t", "all", "-i"]).unwrap_or_else(|e| e)
     }
 
+    /// `transmission-remote -t all -it`: the trackers and what their last answers said.
+    pub fn tracker_info(&self) -> String {
+        self.remote(&["-t", "all", "-it"]).unwrap_or_else(|e| e)
+    }
+
+    /// Waits until a tracker's answer gave the torrent at least `n` peers (`Got a list of N
+    /// peers`); returns the tracker info text.
+    pub fn wait_peers_from_tracker(&self, n: usize, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let info = self.tracker_info();
+            let got = info
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Got a list of "))
+                .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
+                .max();
+            if got.is_some_and(|g| g >= n) {
+                return info;
+            }
+            assert!(
+                Instant::now() < end,
+                "Transmission got no list of {n} peers from its tracker within {timeout:?}:\n\
+                 {info}\n--- log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until the torrent is 100% done (and not verifying); returns the info text.
     pub fn wait_complete(&self, timeout: Duration) -> String {
+        self.wait_complete_with(timeout, None)
+    }
+
+    /// [`Transmission::wait_complete`], showing `other`'s log too if it times out (the peer
+    /// on the other side).
+    pub fn wait_complete_beside(&self, timeout: Duration, other: &mut Proc) -> String {
+        self.wait_complete_with(timeout, Some(other))
+    }
+
+    fn wait_complete_with(&self, timeout: Duration, mut other: Option<&mut Proc>) -> String {
         let end = Instant::now() + timeout;
         loop {
             let info = self.info();
             if info.contains("Percent Done: 100%") && !info.contains("State: Verifying") {
                 return info;
             }
-            assert!(
-                Instant::now() < end,
-                "Transmission did not reach 100% within {timeout:?}:\n{info}\n--- log ---\n{}",
-                self.log()
-            );
+            if Instant::now() >= end {
+                let other = other
+                    .as_mut()
+                    .map(|o| {
+                        let log = o.log();
+                        format!("\n--- {} ---\n{log}", o.name)
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "Transmission did not reach 100% within {timeout:?}:\n{info}\n--- log ---\n{}{other}",
+                    self.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
