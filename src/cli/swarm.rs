@@ -72,6 +72,9 @@ pub(crate) struct SwarmLabArgs {
     /// each peer printed, with the time it arrived) and print where it is.
     #[arg(long)]
     keep: bool,
+    /// Where to put the runs' scratch folders (default: the system's temporary folder).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
     /// The bitmill binary the peers run (default: this one).
     #[arg(long, value_name = "PATH")]
     bitmill: Option<PathBuf>,
@@ -119,7 +122,11 @@ pub(crate) fn run(a: SwarmLabArgs) -> CliResult {
     };
     signals::install();
 
-    let root = std::env::temp_dir().join(format!("bitmill-swarm-{}", std::process::id()));
+    let root = a
+        .work_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("bitmill-swarm-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let _cleanup = (!a.keep).then(|| RemoveOnDrop(root.clone()));
 
