@@ -45,7 +45,9 @@
 //! - [`lab`]: the swarm lab's pure half: the client-server and P2P distribution-time bounds,
 //!   the lab's argument parsers (peer counts, sizes, rates), run results, and their reports
 //!   (aligned table, CSV, JSON that reads back) and figure (SVG, drawn with plotters). The
-//!   `bitmill swarm` command runs the processes and hands the measurements to it.
+//!   `bitmill swarm` command runs the processes (through [`net::children`], which watches
+//!   child processes' output from one mio poll) and hands the measurements to it.
+//! - [`units`]: sizes and rates as typed on a command line (`16M`, `1.5M`, `2MiB/s`).
 //!
 //! ## Data flow
 //!
@@ -75,4 +77,5 @@ pub mod net;
 pub mod rng;
 pub mod storage;
 pub mod tracker;
+pub mod units;
 pub mod wire;

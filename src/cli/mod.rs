@@ -17,6 +17,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub(crate) use bitmill::units::{parse_rate, parse_size};
+
 /// bitmill: a BitTorrent client and tracker.
 #[derive(Parser, Debug)]
 #[command(name = "bitmill", version, about, propagate_version = true)]
@@ -112,71 +114,6 @@ pub(crate) fn utc_date(secs: i64) -> String {
     )
 }
 
-/// Parses a byte count: `262144`, `256K`, `256KiB`, `4M`, `1G` (binary units).
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("'{s}': unknown unit (use K, M or G)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
-/// A rate for clap: bytes per second, more than zero. A decimal number with an optional
-/// binary unit and `/s`: `2000000`, `500K`, `100k`, `1.5M`, `2MiB/s`, `0.5G`. Fractions of
-/// a byte are rounded to the nearest byte.
-pub(crate) fn parse_rate(s: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("'{s}' is not a rate: give bytes per second, optionally with K, M or G (1K = 1024), e.g. 500K or 1.5M")
-    };
-    let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
-    if whole.is_empty() && frac.is_empty()
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 18
-    {
-        return Err(bad());
-    }
-    let mult: u128 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    let too_large = || format!("'{s}' is too large");
-    let whole: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse::<u64>().map_err(|_| too_large())?.into()
-    };
-    let scale = 10u128.pow(frac.len() as u32);
-    let frac: u128 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().map_err(|_| bad())?
-    };
-    // (whole + frac / scale) * mult, rounded to the nearest byte.
-    let n = whole * mult + (frac * mult + scale / 2) / scale;
-    match u64::try_from(n) {
-        Ok(0) => Err(format!("'{s}': a rate must be more than 0")),
-        Ok(n) => Ok(n),
-        Err(_) => Err(too_large()),
-    }
-}
-
 /// Where resume records live by default: `$XDG_STATE_HOME/bitmill/resume`, else
 /// `~/.local/state/bitmill/resume`, else `.bitmill/resume`.
 pub(crate) fn default_resume_dir() -> PathBuf {
@@ -205,39 +142,13 @@ mod tests {
         assert!(parse_size("1T").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
         assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
+        assert!(parse_size("0").is_err());
     }
 
     #[test]
-    fn rates() {
-        assert_eq!(parse_rate("2000000"), Ok(2_000_000));
-        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
-        assert_eq!(parse_rate("100k"), Ok(100 * 1024));
-        assert_eq!(parse_rate("100KiB/s"), Ok(100 * 1024));
-        assert_eq!(parse_rate("2M/s"), Ok(2 << 20));
-        assert_eq!(parse_rate("1.5M"), Ok(1_572_864));
-        assert_eq!(parse_rate("1.5 MB/s"), Ok(1_572_864));
-        assert_eq!(parse_rate("0.5G"), Ok(1 << 29));
-        assert_eq!(parse_rate(".5k"), Ok(512));
-        assert_eq!(parse_rate("2."), Ok(2));
-        assert_eq!(parse_rate("1.0005K"), Ok(1025)); // 1024.512 rounds up
-        assert_eq!(parse_rate("1.2B"), Ok(1));
-        assert_eq!(parse_rate(" 7 "), Ok(7));
-        for bad in [
-            "", "fast", "M", ".", "1..5M", "1.5.2M", "-1M", "1e6", "10T", "5 M s",
-        ] {
-            let e = parse_rate(bad).unwrap_err();
-            assert!(e.contains("is not a rate"), "{bad:?}: {e}");
-        }
-        assert!(parse_rate("0").unwrap_err().contains("more than 0"));
-        assert!(parse_rate("0.0001K").unwrap_err().contains("more than 0"));
-        assert!(parse_rate("99999999999999999999")
-            .unwrap_err()
-            .contains("too large"));
-        assert!(parse_rate("99999999999G")
-            .unwrap_err()
-            .contains("too large"));
-        assert_eq!(human_bytes(1536), "1.50 KiB");
-        assert_eq!(human_bytes(1 << 30), "1.00 GiB");
+    fn dates() {
         assert_eq!(utc_date(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_date(1_795_619_136), "2026-11-25 15:05:36 UTC");
         assert_eq!(utc_date(951_782_400), "2000-02-29 00:00:00 UTC");

@@ -554,7 +554,7 @@ impl View {
                     b.set_position(p.have);
                     b.set_message(match p.completed {
                         Some(t) => format!("done at {t:.2} s"),
-                        None => format!("{}", lab::human_rate(p.down_rate)),
+                        None => lab::human_rate(p.down_rate),
                     });
                 }
             }

@@ -34,6 +34,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::units::{parse_rate, parse_size};
+
 pub mod plot;
 pub mod report;
 
@@ -345,44 +347,6 @@ fn parse_step(t: &str, item: &str) -> Result<usize, String> {
         // More digits than a usize holds: any step past the range's end is the same step.
         Err(_) => Ok(usize::MAX),
     }
-}
-
-/// Parses a size in bytes: a whole number with an optional binary unit, `1000`, `512K`,
-/// `16M`, `1G` (also `KiB`/`MiB`/`GiB`, `KB`/`MB`/`GB` and a `B` suffix, all meaning powers
-/// of 1024, any case, a space allowed before the unit). Zero, fractions, negative numbers,
-/// unknown units and sizes past `u64` are errors.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        return Err(format!(
-            "'{s}' is not a size (examples: 1000, 512K, 16M, 1G)"
-        ));
-    }
-    if unit.starts_with('.') {
-        return Err(format!("'{s}': whole numbers only (write 1536K, not 1.5M)"));
-    }
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("'{s}': unknown unit (use K, M or G)")),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is too large"))?;
-    match n.checked_mul(mult) {
-        Some(0) => Err(format!("'{s}': a size must be more than 0")),
-        Some(v) => Ok(v),
-        None => Err(format!("'{s}' is too large")),
-    }
-}
-
-/// Parses a rate in bytes/s: a [`parse_size`] with an optional `/s` suffix (`4M`, `4M/s`,
-/// `512KiB/s`). Zero is an error.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    parse_size(t.strip_suffix("/s").unwrap_or(t))
 }
 
 /// A byte count in binary units with at most two decimals and no trailing zeros:
