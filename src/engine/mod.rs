@@ -1028,8 +1028,10 @@ impl Engine {
                 if let Some(p) = self.peer_mut(k) {
                     p.peer_interested = false;
                 }
-                if was_served {
-                    self.refill_slot(now, t);
+                // Its slot goes to a waiting peer, and it is choked so that it cannot come
+                // back to a slot it gave up (it wants nothing from us now anyway).
+                if was_served && self.refill_slot(now, t) {
+                    self.set_choke(now, k, true);
                 }
             }
             Message::Have(i) => {
@@ -1292,7 +1294,8 @@ impl Engine {
     /// left): give it at once to the waiting interested peer that sends us most (at random
     /// among equals, as for a seed), instead of leaving upload capacity idle until the next
     /// round, which may be 10 s away. The next round re-decides as usual.
-    fn refill_slot(&mut self, now: Instant, t: TorrentId) {
+    /// Returns whether a peer was unchoked.
+    fn refill_slot(&mut self, now: Instant, t: TorrentId) -> bool {
         let slots = self.cfg.choker.regular_slots + self.cfg.choker.optimistic_slots;
         let mut served = 0;
         let mut best: Option<(u64, u64, PeerKey)> = None;
@@ -1313,8 +1316,10 @@ impl Engine {
         if served < slots {
             if let Some((_, _, k)) = best {
                 self.set_choke(now, k, false);
+                return true;
             }
         }
+        false
     }
 
     fn set_choke(&mut self, now: Instant, k: PeerKey, choke: bool) {
@@ -1372,23 +1377,26 @@ impl Engine {
         if tor.error.is_some() {
             return None;
         }
-        let mut want = want;
-        if tor.picker.in_endgame() {
-            // Endgame: every missing block is already asked for somewhere. Duplicates go only
-            // to a peer with nothing else in flight, and a few at a time, so that a fast peer
-            // takes over the stragglers of slow ones without every peer re-requesting every
-            // block (each duplicate that arrives second is wasted upload).
-            if !p.requests.is_empty() {
-                return None;
-            }
-            want = want.min(ENDGAME_BATCH);
+        // Endgame (every missing block already asked for somewhere): duplicates go only to a
+        // peer with nothing else in flight, and a few at a time, so that a fast peer takes
+        // over the stragglers of slow ones without every peer re-requesting every block (each
+        // duplicate that arrives second is wasted upload). The picker applies the limit also
+        // when this call takes the last free blocks and enters endgame half-way.
+        let duplicates = if p.requests.is_empty() {
+            ENDGAME_BATCH
+        } else {
+            0
+        };
+        if tor.picker.in_endgame() && duplicates == 0 {
+            return None;
         }
         let mut picked = std::mem::take(&mut self.scratch);
         picked.clear();
         let requests = &p.requests;
-        tor.picker.pick(
+        tor.picker.pick_limited(
             &p.bits,
             want,
+            duplicates,
             &mut self.rng,
             |b| requests.contains(&b),
             &mut picked,

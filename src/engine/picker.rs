@@ -247,6 +247,21 @@ impl Picker {
         already: impl Fn(BlockRef) -> bool,
         out: &mut Vec<BlockRef>,
     ) {
+        self.pick_limited(bits, max, max, rng, already, out);
+    }
+
+    /// [`Picker::pick`], with at most `max_duplicates` of the picks being endgame duplicates
+    /// (blocks already requested elsewhere). The limit holds also when this very call takes
+    /// the last free blocks and so enters endgame half-way.
+    pub fn pick_limited(
+        &mut self,
+        bits: &Bitfield,
+        max: usize,
+        max_duplicates: usize,
+        rng: &mut Rng,
+        already: impl Fn(BlockRef) -> bool,
+        out: &mut Vec<BlockRef>,
+    ) {
         let start = out.len();
         let want = |out: &Vec<BlockRef>| out.len() - start < max;
         if max == 0 || self.is_complete() {
@@ -278,7 +293,8 @@ impl Picker {
             self.take_free(p, max - (out.len() - start), out);
         }
         // 4. Endgame: duplicate requests for blocks in flight elsewhere.
-        if want(out) && self.free_blocks == 0 {
+        let max = max.min(out.len() - start + max_duplicates);
+        if out.len() - start < max && self.free_blocks == 0 {
             let mut pieces: Vec<u32> = self
                 .partial
                 .keys()

@@ -1531,3 +1531,316 @@ fn an_idle_libtorrent_2_0_peer_hears_a_keep_alive_before_its_120_s_timeout() {
     }
     assert!(300 - last < 120, "{sent_at:?}");
 }
+
+// Endgame duplicates and slot refill (swarm lab findings)
+//
+// What the swarm lab found and the engine now does: with three copies of a block allowed in
+// endgame, 17% of all bytes received were thrown away (now: at most two holders per block,
+// duplicates only to idle peers, two at a time, and a cancel to the other holder when a copy
+// arrives); an upload slot freed between choker rounds stayed idle for up to 10 s (now: given
+// to a waiting interested peer at once); under an upload cap a 4 MiB send buffer held seconds
+// of blocks no cancel could stop (now: `send_buffer_for_rate`).
+
+/// Two pieces of two blocks: the first seed to unchoke us is asked for all four blocks
+/// (min_queue is 4), which leaves nothing free: endgame from the first batch on.
+fn four_blocks() -> Tor {
+    torrent(32 * 1024, &[64 * 1024])
+}
+
+/// The `cancel` that withdraws request `r`.
+fn cancel_for(r: &Message) -> Message {
+    let Message::Request {
+        index,
+        begin,
+        length,
+    } = *r
+    else {
+        panic!("not a request: {r:?}")
+    };
+    Message::Cancel {
+        index,
+        begin,
+        length,
+    }
+}
+
+/// Messages in a fixed order, to compare sets.
+fn sorted(mut v: Vec<Message>) -> Vec<Message> {
+    v.sort_by_key(|m| format!("{m:?}"));
+    v
+}
+
+#[test]
+fn endgame_duplicates_go_two_at_a_time_to_idle_peers_and_never_to_a_third() {
+    let mut t = T::with(Have::None, |_| {}, four_blocks());
+    let n = t.num_pieces();
+    let [a, b, c, d] = [1, 2, 3, 4].map(|i| t.peer(i, Some(full_bitfield(n))));
+    // a unchokes us first and is asked for every block: nothing is free any more.
+    t.send(a, &[Message::Unchoke]);
+    let ra = requests(&t.msgs(a));
+    assert_eq!(ra.len(), 4, "{ra:?}");
+    assert!(t.e.torrents[0].picker.in_endgame());
+    // b, with nothing in flight, gets two duplicates (ENDGAME_BATCH), though its pipeline
+    // (min_queue 4) has room for all four.
+    t.send(b, &[Message::Unchoke]);
+    let rb = requests(&t.msgs(b));
+    assert_eq!(rb.len(), 2, "{rb:?}");
+    assert_ne!(rb[0], rb[1]);
+    assert!(rb.iter().all(|r| ra.contains(r)), "only blocks in flight");
+    // b, with those two in flight and room for two more: no more duplicates until it is idle.
+    t.send(b, &[Message::KeepAlive]);
+    assert_eq!(t.msgs(b), vec![], "a busy peer gets no duplicates");
+    // c, idle: exactly the two blocks only a holds; the two b holds have two holders already.
+    t.send(c, &[Message::Unchoke]);
+    let rc = requests(&t.msgs(c));
+    let only_at_a: Vec<Message> = ra.iter().filter(|r| !rb.contains(r)).cloned().collect();
+    assert_eq!(sorted(rc.clone()), sorted(only_at_a));
+    // d, idle, room for four: every block has two holders, so nothing at all.
+    t.send(d, &[Message::Unchoke]);
+    assert_eq!(t.msgs(d), vec![], "no block is asked of a third peer");
+    for r in &ra {
+        let holders = [&ra, &rb, &rc].iter().filter(|rs| rs.contains(r)).count();
+        assert_eq!(holders, 2, "{r:?}");
+    }
+    // c answers one of its blocks: a, its other holder, is told to cancel it, and only a.
+    let m = t.piece_for(&rc[0]);
+    t.send(c, &[m]);
+    assert_eq!(t.msgs(a), vec![cancel_for(&rc[0])]);
+    for o in [b, c, d] {
+        assert_eq!(t.msgs(o), vec![], "peer {o:?}");
+    }
+    assert!(t.closes().is_empty());
+}
+
+#[test]
+fn endgame_a_fast_peer_takes_over_a_slow_ones_blocks_and_each_copy_is_cancelled() {
+    let mut t = T::with(Have::None, |_| {}, four_blocks());
+    let (slow, fast) = leecher_with_two_seeds(&mut t);
+    t.send(slow, &[Message::Unchoke]);
+    let rs = requests(&t.msgs(slow));
+    assert_eq!(rs.len(), 4);
+    t.send(fast, &[Message::Unchoke]);
+    let rf = requests(&t.msgs(fast));
+    assert_eq!(rf.len(), 2, "{rf:?}");
+    // fast answers its first: slow is told to cancel it; fast, one still in flight, gets
+    // nothing new.
+    let m = t.piece_for(&rf[0]);
+    t.send(fast, &[m]);
+    assert_eq!(t.msgs(slow), vec![cancel_for(&rf[0])]);
+    assert_eq!(t.msgs(fast), vec![]);
+    // Its second: cancelled at slow too; fast, idle again, takes slow's other two blocks.
+    let m = t.piece_for(&rf[1]);
+    t.send(fast, &[m]);
+    assert_eq!(t.msgs(slow), vec![cancel_for(&rf[1])]);
+    let rf2 = requests(&t.msgs(fast));
+    let rest: Vec<Message> = rs.iter().filter(|r| !rf.contains(r)).cloned().collect();
+    assert_eq!(sorted(rf2.clone()), sorted(rest));
+    // slow's copy of the first, sent before our cancel reached it, is thrown away.
+    let m = t.piece_for(&rf[0]);
+    t.send(slow, &[m]);
+    assert_eq!(t.e.stats(t.t).wasted, u64::from(BLOCK_LEN));
+    assert_eq!(t.msgs(slow), vec![]);
+    // Now slow wins one race and fast the other: each time the loser hears a cancel.
+    let m = t.piece_for(&rf2[0]);
+    t.send(slow, &[m]);
+    assert_eq!(t.msgs(fast), vec![cancel_for(&rf2[0])]);
+    let m = t.piece_for(&rf2[1]);
+    t.send(fast, &[m]);
+    assert_eq!(t.msgs(slow), vec![cancel_for(&rf2[1])]);
+    t.verify();
+    assert!(t.e.is_complete(t.t));
+    let st = t.e.stats(t.t);
+    assert_eq!(st.downloaded, 5 * u64::from(BLOCK_LEN));
+    assert_eq!(
+        st.wasted,
+        u64::from(BLOCK_LEN),
+        "one duplicate, not one per block"
+    );
+}
+
+/// One torrent, choker with a single upload slot (one regular, no optimistic).
+fn one_slot(have: Have, seed: u64) -> T {
+    T::with(
+        have,
+        |c| {
+            c.seed = seed;
+            c.choker.regular_slots = 1;
+            c.choker.optimistic_slots = 0;
+        },
+        torrent(32 * 1024, &[50_000, 30_000]),
+    )
+}
+
+#[test]
+fn a_slot_freed_by_lost_interest_or_a_disconnect_goes_to_a_waiting_peer_at_once() {
+    let mut t = one_slot(Have::All, 7);
+    let [p1, p2, p3] = [1, 2, 3].map(|i| t.peer(i, None));
+    // Connected, never interested: never a candidate for a slot.
+    let idle = t.peer(4, None);
+    t.send(p1, &[Message::Interested]);
+    assert_eq!(t.msgs(p1), vec![Message::Unchoke], "the one slot was free");
+    t.send(p2, &[Message::Interested]);
+    t.send(p3, &[Message::Interested]);
+    assert_eq!(t.msgs(p2), vec![], "the slot is taken: p2 waits");
+    assert_eq!(t.msgs(p3), vec![], "the slot is taken: p3 waits");
+    t.take_actions();
+    // No timer is due (the first choker round has not even run): whatever is sent next comes
+    // from the event itself.
+    assert!(t.e.poll_timeout().is_some_and(|at| at > t.now));
+    t.send(p1, &[Message::NotInterested]);
+    let (m2, m3) = (t.msgs(p2), t.msgs(p3));
+    let (got, waits) = match (&m2[..], &m3[..]) {
+        ([Message::Unchoke], []) => (p2, p3),
+        ([], [Message::Unchoke]) => (p3, p2),
+        _ => panic!("one waiting peer is unchoked at once: p2 {m2:?}, p3 {m3:?}"),
+    };
+    assert_eq!(
+        t.msgs(p1),
+        vec![Message::Choke],
+        "it gave its slot up: choked, so it cannot come back to a slot it no longer holds"
+    );
+    assert_eq!(t.msgs(idle), vec![]);
+    // It is served at once.
+    let req = Message::Request {
+        index: 0,
+        begin: 0,
+        length: 16384,
+    };
+    t.send(got, &[req.clone()]);
+    assert_eq!(t.msgs(got), vec![t.piece_for(&req)]);
+    // It disconnects: the other waiting peer gets the slot, again at once.
+    t.e.handle_closed(t.now, got, CloseReason::Network("reset by peer".into()));
+    assert_eq!(t.msgs(waits), vec![Message::Unchoke]);
+    assert_eq!(t.msgs(p1), vec![]);
+    assert_eq!(t.msgs(idle), vec![]);
+    // p1 wants data again while the slot is taken: it waits (one slot, one peer served).
+    t.send(p1, &[Message::Interested]);
+    assert_eq!(t.msgs(p1), vec![], "the slot is taken: p1 waits");
+    // The holder loses interest: p1 gets the slot, the holder is choked.
+    t.send(waits, &[Message::NotInterested]);
+    assert_eq!(t.msgs(p1), vec![Message::Unchoke]);
+    assert_eq!(t.msgs(waits), vec![Message::Choke]);
+    // p1 loses interest too, and nobody interested is waiting: nothing is sent to anyone
+    // (idle, choked and not interested, stays choked; p1 keeps its slot, wanting nothing).
+    t.take_actions();
+    t.send(p1, &[Message::NotInterested]);
+    assert_eq!(t.take_actions(), vec![], "not even a Flush");
+    for o in [p1, waits, idle] {
+        assert_eq!(t.e.output_len(o), 0, "peer {o:?}");
+    }
+    assert!(t.e.peer(idle).is_some_and(|p| p.am_choking));
+    assert_eq!(
+        t.elapsed(),
+        Duration::ZERO,
+        "all of it without the clock moving"
+    );
+}
+
+#[test]
+fn a_freed_slot_goes_to_the_waiting_peer_that_sends_us_most() {
+    // Ties are broken at random: over sixteen seeds, chance alone would not pick the same peer
+    // every time.
+    for seed in 0..16 {
+        let mut t = one_slot(Have::Pieces(&[0]), seed);
+        let served = t.peer(1, Some(Message::HaveNone));
+        let taker = t.peer(2, Some(Message::HaveNone));
+        // It has pieces we lack (we say we are interested) and sends us one block.
+        let giver = t.peer(3, Some(bitfield_of(3, &[1, 2])));
+        t.send(served, &[Message::Interested]);
+        assert_eq!(t.msgs(served), vec![Message::Unchoke], "seed {seed}");
+        t.send(taker, &[Message::Interested]);
+        t.send(giver, &[Message::Interested, Message::Unchoke]);
+        let reqs = requests(&t.msgs(giver));
+        assert!(!reqs.is_empty(), "seed {seed}");
+        let m = t.piece_for(&reqs[0]);
+        t.send(giver, &[m]);
+        assert_eq!(t.msgs(giver), vec![], "seed {seed}: still choked");
+        assert_eq!(t.msgs(taker), vec![], "seed {seed}: still choked");
+        t.send(served, &[Message::NotInterested]);
+        assert_eq!(t.msgs(giver), vec![Message::Unchoke], "seed {seed}");
+        assert_eq!(t.msgs(taker), vec![], "seed {seed}");
+    }
+}
+
+#[test]
+fn send_buffer_for_rate_is_20_ms_of_the_rate_between_two_blocks_and_4_mib() {
+    let two_blocks = 2 * (wire::PIECE_HEADER_LEN + BLOCK_LEN as usize);
+    assert_eq!(two_blocks, 32_794);
+    assert_eq!(send_buffer_for_rate(0), two_blocks);
+    assert_eq!(
+        send_buffer_for_rate(1_000_000),
+        two_blocks,
+        "20 ms of 1 MB/s is 20 000 bytes: less than two blocks"
+    );
+    assert_eq!(send_buffer_for_rate(50 * 32_794), two_blocks);
+    assert_eq!(send_buffer_for_rate(50 * 32_794 + 50), two_blocks + 1);
+    assert_eq!(send_buffer_for_rate(10_000_000), 200_000);
+    assert_eq!(send_buffer_for_rate(100 << 20), 2 << 20);
+    assert_eq!(send_buffer_for_rate(50 * (4 << 20)), 4 << 20);
+    assert_eq!(send_buffer_for_rate(50 * (4 << 20) + 50), 4 << 20);
+    assert_eq!(send_buffer_for_rate(10_000_000_000), 4 << 20);
+    assert_eq!(
+        send_buffer_for_rate(u64::MAX),
+        EngineConfig::default().send_buffer,
+        "no higher than the default"
+    );
+}
+
+#[test]
+fn under_an_upload_cap_blocks_wait_as_requests_not_in_the_socket_queue() {
+    // A 1 MB/s cap: two blocks of buffer.
+    let buf = send_buffer_for_rate(1_000_000);
+    let block = wire::PIECE_HEADER_LEN + BLOCK_LEN as usize;
+    let mut t = T::with(Have::All, |c| c.send_buffer = buf, eight_pieces());
+    let p = t.peer(1, None);
+    t.send(p, &[Message::Interested]);
+    assert_eq!(t.msgs(p), vec![Message::Unchoke]);
+    let reqs: Vec<Message> = (0..4)
+        .flat_map(|index| {
+            [0, 16384].map(|begin| Message::Request {
+                index,
+                begin,
+                length: 16384,
+            })
+        })
+        .collect();
+    t.send(p, &reqs);
+    assert_eq!(t.e.output_len(p), 2 * block, "two blocks queued, six wait");
+    let headers: Vec<Vec<u8>> = t.e.output(p).step_by(2).map(<[u8]>::to_vec).collect();
+    assert_eq!(
+        headers,
+        vec![
+            wire::piece_header(0, 0, 16384).to_vec(),
+            wire::piece_header(0, 16384, 16384).to_vec()
+        ]
+    );
+    // So a cancel (endgame, elsewhere) still stops the last two.
+    t.send(p, &[cancel_for(&reqs[6]), cancel_for(&reqs[7])]);
+    // The socket takes 4 KiB at a time (a capped writer): the engine tops the queue up, never
+    // past its buffer plus the one block that crosses the line.
+    let mut bytes = Vec::new();
+    let mut most = 0;
+    while t.e.output_len(p) > 0 {
+        let queued = t.e.output_len(p);
+        most = most.max(queued);
+        let n = queued.min(4096);
+        let out: Vec<u8> = t.e.output(p).flat_map(|b| b.iter().copied()).collect();
+        bytes.extend_from_slice(&out[..n]);
+        t.e.consume_output(t.now, p, n);
+        t.collect();
+    }
+    assert!(
+        most < buf + block,
+        "{most} bytes queued for a {buf}-byte buffer"
+    );
+    let mut rx = BytesMut::from(&bytes[..]);
+    let mut dec = Decoder::new(t.num_pieces());
+    let mut served = Vec::new();
+    while let Some(m) = dec.decode(&mut rx).unwrap() {
+        served.push(m);
+    }
+    assert!(rx.is_empty());
+    let want: Vec<Message> = reqs[..6].iter().map(|r| t.piece_for(r)).collect();
+    assert_eq!(served, want, "in order, the cancelled two never sent");
+    assert_eq!(t.e.stats(t.t).uploaded, 6 * u64::from(BLOCK_LEN));
+}

@@ -400,3 +400,22 @@ fn check(p: &Picker, peers: &[(Bitfield, bool)]) {
     }
     assert_eq!(free, p.free_blocks);
 }
+
+#[test]
+fn the_duplicate_limit_holds_when_one_call_takes_the_last_free_blocks() {
+    let (mut p, mut rng) = setup("22", "  ");
+    let a = pick(&mut p, &mut rng, &bits("**"), 6);
+    assert_eq!(a.len(), 6);
+    assert_eq!(p.free_blocks(), 2);
+    assert!(!p.in_endgame());
+    // B has room for 100: it gets the 2 free blocks and then at most 2 duplicates of A's.
+    let mut b = Vec::new();
+    p.pick_limited(&bits("**"), 100, 2, &mut rng, |_| false, &mut b);
+    assert_eq!(b.len(), 4, "{b:?}");
+    assert_eq!(b.iter().filter(|x| a.contains(x)).count(), 2);
+    assert!(p.in_endgame());
+    // A peer allowed no duplicates gets nothing now.
+    let mut c = Vec::new();
+    p.pick_limited(&bits("**"), 100, 0, &mut rng, |_| false, &mut c);
+    assert!(c.is_empty(), "{c:?}");
+}
