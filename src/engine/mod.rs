@@ -310,6 +310,9 @@ struct Peer {
     down: Rate,
     up: Rate,
     target_queue: u32,
+    /// The most requests the peer said it queues (`reqq` in its BEP 10 handshake): we never
+    /// keep more in flight, since a peer silently drops what it cannot queue.
+    peer_reqq: Option<u32>,
     slow_start: bool,
     /// Payload bytes queued for the socket but not yet taken by it.
     unsent_payload: u64,
@@ -358,6 +361,7 @@ impl Peer {
             down: Rate::default(),
             up: Rate::default(),
             target_queue: cfg.min_queue,
+            peer_reqq: None,
             slow_start: true,
             unsent_payload: 0,
             connected_at: now,
@@ -996,8 +1000,18 @@ impl Engine {
             Message::KeepAlive
             | Message::Port(_)
             | Message::Suggest(_)
-            | Message::AllowedFast(_)
-            | Message::Extended { .. } => {}
+            | Message::AllowedFast(_) => {}
+            Message::Extended { id: 0, payload } => {
+                // The extension handshake: we use only its `reqq`. Anything malformed there
+                // is ignored, as any extension message is (we offered none).
+                let reqq = crate::bencode::decode_prefix(&payload)
+                    .ok()
+                    .and_then(|(v, _)| v.get(b"reqq").and_then(|r| r.as_int()));
+                if let (Some(n), Some(p)) = (reqq, self.peer_mut(k)) {
+                    p.peer_reqq = Some(n.clamp(1, i64::from(u32::MAX)) as u32);
+                }
+            }
+            Message::Extended { .. } => {}
             Message::Choke => {
                 let Some(p) = self.peer_mut(k) else {
                     return Ok(());
@@ -1368,7 +1382,8 @@ impl Engine {
         if p.phase != Phase::Active || p.peer_choking || !p.am_interested {
             return None;
         }
-        let want = (p.target_queue as usize).saturating_sub(p.requests.len());
+        let target = p.target_queue.min(p.peer_reqq.unwrap_or(u32::MAX));
+        let want = (target as usize).saturating_sub(p.requests.len());
         // Top up in batches, not one request per arriving block.
         if want == 0 || (want < 4 && p.requests.len() > 4) {
             return None;

@@ -1844,3 +1844,32 @@ fn under_an_upload_cap_blocks_wait_as_requests_not_in_the_socket_queue() {
     assert_eq!(served, want, "in order, the cancelled two never sent");
     assert_eq!(t.e.stats(t.t).uploaded, 6 * u64::from(BLOCK_LEN));
 }
+
+// The peer's own request limit (BEP 10 `reqq`)
+
+#[test]
+fn never_more_requests_in_flight_than_the_peer_said_it_queues() {
+    let mut t = T::with(Have::None, |c| c.min_queue = 8, eight_pieces());
+    let (a, b) = leecher_with_two_seeds(&mut t);
+    // a says it queues 3 requests (as a real client's extension handshake does); b says
+    // nothing, and a malformed handshake from b changes nothing (and does not close b).
+    let hs = Bytes::from_static(b"d1:md6:ut_pexi1ee4:reqqi3e1:v4:teste");
+    t.send(a, &[Message::Extended { id: 0, payload: hs }]);
+    t.send(
+        b,
+        &[Message::Extended {
+            id: 0,
+            payload: Bytes::from_static(b"d4:reqq"),
+        }],
+    );
+    assert!(t.closes().is_empty());
+    t.send(a, &[Message::Unchoke]);
+    let first = requests(&t.msgs(a));
+    assert_eq!(first.len(), 3, "capped by a's reqq, not min_queue 8");
+    // One block arrives: exactly one more request goes out, never a fourth in flight.
+    t.send(a, &[t.piece_for(&first[0])]);
+    assert!(requests(&t.msgs(a)).len() <= 1);
+    assert!(t.e.peer(a).unwrap().requests.len() <= 3);
+    t.send(b, &[Message::Unchoke]);
+    assert_eq!(requests(&t.msgs(b)).len(), 8, "b is asked for min_queue");
+}
