@@ -6,31 +6,6 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn seed(torrent: &Path, data: &Path, resume: &Path, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        bitmill()
-            .arg("seed")
-            .arg(torrent)
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--resume-dir"])
-            .arg(resume)
-            .args(extra),
-    )
-}
-
-fn download(torrent: &Path, out: &Path, resume: &Path, peer: &str, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        bitmill()
-            .arg("download")
-            .arg(torrent)
-            .arg("-o")
-            .arg(out)
-            .args(["--listen", "127.0.0.1:0", "--peer", peer, "--resume-dir"])
-            .arg(resume)
-            .args(extra),
-    )
-}
-
 fn make_torrent(src: &Path, out: &Path, piece: &str) {
     run_expect(
         bitmill()
@@ -48,13 +23,13 @@ fn one_seed_several_downloads_of_a_multi_file_torrent() {
     make_tree(&src, ODD_TREE);
     let torrent = tmp.path().join("t.torrent");
     make_torrent(&src, &torrent, "32K");
-    let mut s = seed(&torrent, &src, &tmp.path().join("rs"), &["-q"]);
+    let mut s = seed_proc(&torrent, &src, &tmp.path().join("rs"), &["-q"]);
     let addr = s.addr();
     let dls: Vec<(Proc, PathBuf)> = (0..4)
         .map(|i| {
             let out = tmp.path().join(format!("dl{i}"));
             (
-                download(
+                download_proc(
                     &torrent,
                     &out,
                     &tmp.path().join(format!("r{i}")),
@@ -83,7 +58,7 @@ fn interrupted_downloads_resume_without_refetching_verified_pieces() {
     let torrent = tmp.path().join("t.torrent");
     make_torrent(&src, &torrent, "64K");
     // A slow seed, so the download is caught half way.
-    let mut s = seed(
+    let mut s = seed_proc(
         &torrent,
         &src,
         &tmp.path().join("rs"),
@@ -94,7 +69,7 @@ fn interrupted_downloads_resume_without_refetching_verified_pieces() {
     let resume = tmp.path().join("r");
 
     for (round, sig) in [(0, libc::SIGKILL), (1, libc::SIGTERM)] {
-        let mut d = download(&torrent, &out, &resume, &addr, &[]);
+        let mut d = download_proc(&torrent, &out, &resume, &addr, &[]);
         d.wait_for("listening on", Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(1000));
         d.signal(sig);
@@ -113,7 +88,7 @@ fn interrupted_downloads_resume_without_refetching_verified_pieces() {
     }
     // The final run: verified pieces are found (from the resume record or by hashing) and
     // only the rest is fetched.
-    let d = download(&torrent, &out, &resume, &addr, &[]);
+    let d = download_proc(&torrent, &out, &resume, &addr, &[]);
     let (code, log) = d.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");
     let received = log
@@ -144,10 +119,10 @@ fn download_rate_limit_holds_on_loopback() {
     std::fs::write(&src, data(12 << 20, 5)).unwrap();
     let torrent = tmp.path().join("t.torrent");
     make_torrent(&src, &torrent, "64K");
-    let mut s = seed(&torrent, &src, &tmp.path().join("rs"), &["-q"]);
+    let mut s = seed_proc(&torrent, &src, &tmp.path().join("rs"), &["-q"]);
     let addr = s.addr();
     let started = Instant::now();
-    let d = download(
+    let d = download_proc(
         &torrent,
         &tmp.path().join("dl"),
         &tmp.path().join("r"),

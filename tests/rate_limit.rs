@@ -76,39 +76,6 @@ fn make_torrent(dir: &Path, size: usize) -> (std::path::PathBuf, std::path::Path
     (torrent, src)
 }
 
-fn seed(torrent: &Path, src: &Path, resume: &Path, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        bitmill()
-            .arg("seed")
-            .arg(torrent)
-            .arg(src)
-            .args([
-                "-q",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-trackers",
-                "--resume-dir",
-            ])
-            .arg(resume)
-            .args(extra),
-    )
-}
-
-/// Not quiet: the "complete, X received in S s" line is what we measure.
-fn download(torrent: &Path, out: &Path, resume: &Path, peer: &str, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        bitmill()
-            .arg("download")
-            .arg(torrent)
-            .arg("-o")
-            .arg(out)
-            .args(["--listen", "127.0.0.1:0", "--no-trackers", "--peer", peer])
-            .arg("--resume-dir")
-            .arg(resume)
-            .args(extra),
-    )
-}
-
 /// The seconds in the downloader's `complete, 20.00 MiB received in 10.043 s` line, after
 /// checking the amount received.
 fn completion_secs(log: &str, want: &str) -> f64 {
@@ -130,10 +97,22 @@ fn transfer(seed_args: &[&str], download_args: &[&str], cap: u64, what: &str) ->
     let size = 20 << 20;
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, src) = make_torrent(tmp.path(), size);
-    let mut s = seed(&torrent, &src, &tmp.path().join("rs"), seed_args);
+    let mut s = seed_proc(
+        &torrent,
+        &src,
+        &tmp.path().join("rs"),
+        &[&["-q", "--no-trackers"], seed_args].concat(),
+    );
     let addr = s.addr();
     let out = tmp.path().join("dl");
-    let d = download(&torrent, &out, &tmp.path().join("rd"), &addr, download_args);
+    // Not quiet: the "complete, X received in S s" line is what we measure.
+    let d = download_proc(
+        &torrent,
+        &out,
+        &tmp.path().join("rd"),
+        &addr,
+        &[&["--no-trackers"], download_args].concat(),
+    );
     let (code, log) = d.finish_beside(Duration::from_secs(60), &mut s);
     assert_eq!(code, Some(0), "{log}");
     let secs = completion_secs(&log, "20.00 MiB");

@@ -31,18 +31,6 @@ fn download(torrent: &Path, out: &Path, resume: &Path) -> Proc {
     )
 }
 
-fn seed(torrent: &Path, data: &Path, resume: &Path, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        bitmill()
-            .arg("seed")
-            .arg(torrent)
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--resume-dir"])
-            .arg(resume)
-            .args(extra),
-    )
-}
-
 /// One `bitmill tracker`, one seed and five downloads that learn of each other only through
 /// the tracker: all finish with the right data, and the leechers trade among themselves.
 #[test]
@@ -60,7 +48,7 @@ fn five_downloads_find_each_other_through_bitmill_tracker() {
     );
     tr.wait_for("tracker listening on", Duration::from_secs(20));
     // The seed is slow, so the leechers must share to finish in time.
-    let mut s = seed(
+    let mut s = seed_proc(
         &torrent,
         &src,
         &tmp.path().join("rs"),
@@ -144,7 +132,7 @@ fn bitmill_announces_to_opentracker_over_http_and_udp() {
     let ot = Proc::spawn(&mut ot);
     std::thread::sleep(Duration::from_millis(500));
     for (t, name) in [(&th, "http"), (&tu, "udp")] {
-        let mut s = seed(t, &src, &tmp.path().join(format!("rs{name}")), &[]);
+        let mut s = seed_proc(t, &src, &tmp.path().join(format!("rs{name}")), &[]);
         s.wait_for("(started)", Duration::from_secs(20));
         let d = download(
             t,
@@ -242,7 +230,7 @@ fn broken_trackers_are_reported_not_fatal() {
                 .arg(&src),
             0,
         );
-        let mut s = seed(&t, &src, &tmp.path().join(format!("r{i}")), &[]);
+        let mut s = seed_proc(&t, &src, &tmp.path().join(format!("r{i}")), &[]);
         let line = s.wait_for(want, Duration::from_secs(20));
         assert!(line.contains("tracker"), "case {i}: {line}");
         s.interrupt();
@@ -266,7 +254,7 @@ fn broken_trackers_are_reported_not_fatal() {
             .arg(&src),
         0,
     );
-    let mut s = seed(&t, &src, &tmp.path().join("rsilent"), &[]);
+    let mut s = seed_proc(&t, &src, &tmp.path().join("rsilent"), &[]);
     s.wait_for("listening on", Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();

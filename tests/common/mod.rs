@@ -426,3 +426,37 @@ impl Fixture {
 
 /// 256 MiB: the size of the big single-file interop cases.
 pub const BIG_FILE: u64 = 256 << 20;
+
+/// `bitmill seed` listening on 127.0.0.1 (any port), resume records in `resume`, plus `extra`.
+pub fn seed_proc(torrent: &Path, data: &Path, resume: &Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        bitmill()
+            .arg("seed")
+            .arg(torrent)
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--resume-dir"])
+            .arg(resume)
+            .args(extra),
+    )
+}
+
+/// `bitmill download` into `out`, listening on 127.0.0.1 and dialing `peer`, resume records in
+/// `resume`, plus `extra`.
+pub fn download_proc(
+    torrent: &Path,
+    out: &Path,
+    resume: &Path,
+    peer: &str,
+    extra: &[&str],
+) -> Proc {
+    Proc::spawn(
+        bitmill()
+            .arg("download")
+            .arg(torrent)
+            .arg("-o")
+            .arg(out)
+            .args(["--listen", "127.0.0.1:0", "--peer", peer, "--resume-dir"])
+            .arg(resume)
+            .args(extra),
+    )
+}
