@@ -67,6 +67,20 @@ pub(crate) fn main() -> i32 {
     }
 }
 
+/// Prints one machine-readable status line (a JSON object) on stdout and flushes it. A closed
+/// stdout (the reader went away) is ignored: it must not stop a transfer.
+pub(crate) fn status_line(v: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// `{"event":"listening","addr":...}`: where a process accepts connections.
+pub(crate) fn listening_line(addr: std::net::SocketAddr) {
+    status_line(&serde_json::json!({"event": "listening", "addr": addr.to_string()}));
+}
+
 /// An error for the user: one line saying what went wrong.
 pub(crate) type CliResult = Result<i32, String>;
 

@@ -204,7 +204,6 @@ impl Session {
 
     /// One progress line: `{"event":..,"t":..,"have_pieces":..,...}`, flushed at once.
     fn status_line(&self, now: Instant, engine: &Engine, event: &str) {
-        use std::io::Write;
         let s = engine.stats(self.torrent);
         let line = serde_json::json!({
             "event": event,
@@ -221,10 +220,7 @@ impl Session {
             "peers": s.peers,
             "seeds": s.seeds,
         });
-        let mut out = std::io::stdout().lock();
-        // A closed stdout (the reader went away) must not stop the transfer.
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        super::status_line(&line);
     }
 
     /// Saves the resume record every few minutes (and the caller saves at exit).
@@ -498,11 +494,7 @@ impl SwarmArgs {
         if let Some(addr) = reactor.local_addr() {
             eprintln!("listening on {addr}");
             if self.status_every.is_some() {
-                use std::io::Write;
-                let line = serde_json::json!({"event": "listening", "addr": addr.to_string()});
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                super::listening_line(addr);
             }
             if !self.no_trackers {
                 if let Some(c) = tracker_client(m, engine.peer_id(), addr.port()) {

@@ -497,6 +497,9 @@ enum View {
     Bars {
         _multi: MultiProgress,
         head: ProgressBar,
+        /// "p2p N=8: bound 2.7 s", the head line's fixed part.
+        title: String,
+        n: usize,
         bars: Vec<ProgressBar>,
     },
     Lines {
@@ -524,10 +527,8 @@ impl View {
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let head = multi.add(ProgressBar::new_spinner());
-        head.set_message(format!(
-            "{label}: bound {:.1} s",
-            lab::bound(r.mode, r.n, &r.rates)
-        ));
+        let title = format!("{label}: bound {:.1} s", lab::bound(r.mode, r.n, &r.rates));
+        head.set_message(title.clone());
         let style = ProgressStyle::with_template("  {prefix:>8} [{bar:40}] {percent:>3}% {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -543,6 +544,8 @@ impl View {
         View::Bars {
             _multi: multi,
             head,
+            title,
+            n: r.n,
             bars,
         }
     }
@@ -565,14 +568,10 @@ impl View {
 
     fn tick(&mut self, elapsed: Duration, done: usize) {
         match self {
-            View::Bars { head, bars, .. } => {
-                head.set_prefix("");
-                let msg = head.message();
-                let base = msg.split(" | ").next().unwrap_or("").to_string();
+            View::Bars { head, title, n, .. } => {
                 head.set_message(format!(
-                    "{base} | {:.1} s, {done}/{} done",
-                    elapsed.as_secs_f64(),
-                    bars.len()
+                    "{title} | {:.1} s, {done}/{n} done",
+                    elapsed.as_secs_f64()
                 ));
                 head.tick();
             }

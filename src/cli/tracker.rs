@@ -139,11 +139,7 @@ pub(crate) fn run(a: TrackerArgs) -> CliResult {
         .map_err(|e| format!("listen on {}: {e}", a.listen))?;
     eprintln!("tracker listening on {local} (HTTP http://{local}/announce, UDP udp://{local})");
     if a.status {
-        use std::io::Write;
-        let line = serde_json::json!({"event": "listening", "addr": local.to_string()});
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        super::listening_line(local);
     }
     let mut engine = Engine::new(engine_config());
     let now = clock::now();

@@ -1289,17 +1289,25 @@ impl Engine {
         }
     }
 
-    fn unchoke_if_free_slot(&mut self, now: Instant, t: TorrentId, k: PeerKey) {
-        let slots = self.cfg.choker.regular_slots + self.cfg.choker.optimistic_slots;
-        let unchoked = self.torrents[t.0]
+    /// Upload slots (regular and optimistic) of a torrent.
+    fn slots(&self) -> usize {
+        self.cfg.choker.regular_slots + self.cfg.choker.optimistic_slots
+    }
+
+    /// Peers of `t` we serve now: unchoked and interested.
+    fn served(&self, t: TorrentId) -> usize {
+        self.torrents[t.0]
             .peers
             .iter()
             .filter(|o| {
                 self.peer(**o)
                     .is_some_and(|p| !p.am_choking && p.peer_interested)
             })
-            .count();
-        if unchoked < slots && self.peer(k).is_some_and(|p| p.am_choking) {
+            .count()
+    }
+
+    fn unchoke_if_free_slot(&mut self, now: Instant, t: TorrentId, k: PeerKey) {
+        if self.served(t) < self.slots() && self.peer(k).is_some_and(|p| p.am_choking) {
             self.set_choke(now, k, false);
         }
     }
@@ -1310,30 +1318,24 @@ impl Engine {
     /// round, which may be 10 s away. The next round re-decides as usual.
     /// Returns whether a peer was unchoked.
     fn refill_slot(&mut self, now: Instant, t: TorrentId) -> bool {
-        let slots = self.cfg.choker.regular_slots + self.cfg.choker.optimistic_slots;
-        let mut served = 0;
+        if self.served(t) >= self.slots() {
+            return false;
+        }
         let mut best: Option<(u64, u64, PeerKey)> = None;
         for &o in &self.torrents[t.0].peers {
             let Some(p) = self.peer(o) else { continue };
-            if p.phase != Phase::Active || !p.peer_interested {
-                continue;
-            }
-            if !p.am_choking {
-                served += 1;
-            } else {
+            if p.phase == Phase::Active && p.peer_interested && p.am_choking {
                 let key = (p.down.per_second(), self.rng.next(), o);
                 if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
                     best = Some(key);
                 }
             }
         }
-        if served < slots {
-            if let Some((_, _, k)) = best {
-                self.set_choke(now, k, false);
-                return true;
-            }
-        }
-        false
+        let Some((_, _, k)) = best else {
+            return false;
+        };
+        self.set_choke(now, k, false);
+        true
     }
 
     fn set_choke(&mut self, now: Instant, k: PeerKey, choke: bool) {
